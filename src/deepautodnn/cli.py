@@ -1,0 +1,175 @@
+"""The `deepautodnn` command: a thin layer over the Python API, one subcommand per job."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import sys
+from pathlib import Path
+
+from . import __version__
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="deepautodnn", description="DeepAutoDNN apparel classifier.")
+    parser.add_argument("--version", action="version", version=f"deepautodnn {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train a model on Fashion-MNIST and report on the test split")
+    t.add_argument("--preset", default="fast", choices=["paper", "fast"], help="settings to use (default: fast)")
+    t.add_argument("--data-dir", help="folder with the Fashion-MNIST IDX files (default: search, then download)")
+    t.add_argument("--out", help="run directory (default: runs/PRESET-seedN)")
+    t.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    t.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto = cuda if available)")
+    t.add_argument("--ae-epochs", type=int, help="override stage-1 (autoencoder) epochs")
+    t.add_argument("--dnn-epochs", type=int, help="override stage-2 (DNN on frozen encoder) epochs")
+    t.add_argument("--finetune-epochs", type=int, help="override stage-3 (end-to-end) epochs; 0 turns it off")
+    t.add_argument("--train-limit", type=int, help="use only the first N training images (quick tries)")
+    t.add_argument("--resume", action="store_true", help="continue the interrupted run in --out")
+    t.add_argument("--quiet", action="store_true", help="do not print the report at the end")
+
+    e = sub.add_parser("evaluate", help="evaluate a model directory")
+    e.add_argument("model_dir")
+    e.add_argument("--data-dir", help="folder with the Fashion-MNIST IDX files")
+    e.add_argument("--split", default="test", choices=["test", "val"], help="split to evaluate (default: test)")
+    e.add_argument("--json", action="store_true", help="print one JSON object instead of Markdown")
+
+    p = sub.add_parser("predict", help="classify image files (PNG, JPEG, ...)")
+    p.add_argument("model_dir")
+    p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR")
+    p.add_argument("--top-k", type=int, default=3, help="classes to list per image (default: 3)")
+    p.add_argument("--format", default="table", choices=["table", "json", "csv"], help="output format (default: table)")
+
+    i = sub.add_parser("info", help="versions, device and where the dataset is")
+    i.add_argument("--data-dir", help="also look in this folder for the dataset")
+    return parser
+
+
+def cmd_train(args) -> int:
+    from .config import get_preset
+    from .runner import train_run
+
+    cfg = get_preset(args.preset)
+    for name in ("ae_epochs", "dnn_epochs", "finetune_epochs"):
+        value = getattr(args, name)
+        if value is not None:
+            if value < 0:
+                raise ValueError(f"--{name.replace('_', '-')} must be >= 0")
+            setattr(cfg.train, name, value)
+    if args.train_limit is not None and args.train_limit < 20:
+        raise ValueError("--train-limit must be at least 20 images")
+    out = args.out or f"runs/{args.preset}-seed{args.seed}"
+    metrics = train_run(cfg, out, seed=args.seed, data_dir=args.data_dir, device=args.device,
+                        train_limit=args.train_limit, resume=args.resume)
+    if not args.quiet:
+        print(Path(out, "report.md").read_text())
+    print(f"test accuracy {metrics['accuracy'] * 100:.2f}%  ->  {out}", file=sys.stderr)
+    return 0
+
+
+def _val_split(model_dir, data_dir):
+    from .checkpoint import load_config, read_json
+    from .data import load_fashion_mnist, train_val_split
+
+    cfg = load_config(model_dir)
+    limit = read_json(Path(model_dir) / "config.json").get("train_limit")
+    images, labels = load_fashion_mnist("train", data_dir)
+    if limit:
+        images, labels = images[:limit], labels[:limit]
+    val_size = cfg.train.val_size if not limit else min(cfg.train.val_size, len(labels) // 10)
+    _, val_idx = train_val_split(labels, val_size, cfg.train.split_seed)
+    return images[val_idx], labels[val_idx]
+
+
+def cmd_evaluate(args) -> int:
+    from .checkpoint import load_model
+    from .data import load_fashion_mnist
+    from .evaluate import evaluate_model, metrics_markdown
+
+    model = load_model(args.model_dir)
+    if args.split == "test":
+        images, labels = load_fashion_mnist("test", args.data_dir)
+    else:
+        images, labels = _val_split(args.model_dir, args.data_dir)
+    metrics = {"split": args.split, **evaluate_model(model, images, labels)}
+    if args.json:
+        print(json.dumps(metrics, indent=2))
+    else:
+        print(metrics_markdown(metrics, title=f"Evaluation on the {args.split} split"))
+    return 0
+
+
+def cmd_predict(args) -> int:
+    from .checkpoint import load_model
+    from .predict import predict_files
+
+    if args.top_k < 1:
+        raise ValueError("--top-k must be >= 1")
+    model = load_model(args.model_dir)
+    report = predict_files(model, args.inputs, top_k=args.top_k)
+    for err in report.errors:
+        print(f"deepautodnn: skipped {err['error']}", file=sys.stderr)
+    if args.format == "json":
+        print(json.dumps(report.predictions, indent=2))
+    elif args.format == "csv":
+        writer = csv.writer(sys.stdout)
+        writer.writerow(["file", "label", "label_index", "probability", "top_k"])
+        for p in report.predictions:
+            top = ";".join(f"{t['label']}:{t['probability']:.4f}" for t in p["top_k"])
+            writer.writerow([p["file"], p["label"], p["label_index"], f"{p['probability']:.6f}", top])
+    else:
+        for p in report.predictions:
+            top = ", ".join(f"{t['label']} {t['probability'] * 100:.1f}%" for t in p["top_k"])
+            print(f"{p['file']}\t{p['label']}\t({top})")
+    if not report.predictions and not report.errors:
+        print("deepautodnn: no image files found in the given inputs", file=sys.stderr)
+        return 1
+    return 1 if report.errors else 0
+
+
+def cmd_info(args) -> int:
+    import numpy
+    import torch
+
+    from .data import find_fashion_mnist
+    from .train import bf16_supported
+
+    found = find_fashion_mnist(args.data_dir)
+    info = {
+        "deepautodnn": __version__,
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "numpy": numpy.__version__,
+        "cuda_available": torch.cuda.is_available(),
+        "default_device": "cuda" if torch.cuda.is_available() else "cpu",
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "cpu_bf16": bf16_supported(torch.device("cpu")),
+        "threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "dataset": str(found) if found else "not found (apt-get install dataset-fashion-mnist, or --data-dir DIR)",
+    }
+    for k, v in info.items():
+        print(f"{k:16} {v}")
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "info": cmd_info}
+
+
+def main(argv=None) -> int:
+    args = get_args_parser().parse_args(argv)
+    from .checkpoint import ModelFileError
+    from .data import DataError
+    from .predict import ImageError
+    from .runner import RunError
+
+    try:
+        return COMMANDS[args.command](args)
+    except (DataError, ModelFileError, ImageError, RunError, ValueError, FloatingPointError) as err:
+        print(f"deepautodnn: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("deepautodnn: interrupted; finished stages are kept (continue with --resume)", file=sys.stderr)
+        return 130

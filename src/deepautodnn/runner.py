@@ -1,0 +1,151 @@
+"""One training run end to end: data, the stages in order, the model directory and the report.
+
+The run directory is itself a model directory (`config.json`, `model.safetensors`,
+`metrics.json`) plus `metrics.csv`, `report.md`, the figures, and `checkpoints/` holding each
+finished stage, so that an interrupted run resumes after its last finished stage.
+"""
+
+from __future__ import annotations
+
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from . import __version__
+from .checkpoint import (
+    CONFIG_FILE, ModelFileError, atomic_write_json, atomic_write_text, config_to_json, load_weights,
+    read_json, save_model, save_weights,
+)
+from .config import Config
+from .data import load_fashion_mnist, train_val_split
+from .evaluate import evaluate_model, metrics_markdown
+from .models import DeepAutoDNN
+from .train import (
+    MetricsLog, seed_everything, select_device, stage_plan, to_device_data, train_autoencoder,
+    train_classifier,
+)
+
+CHECKPOINT_DIR = "checkpoints"
+PROGRESS_FILE = "progress.json"
+
+
+class RunError(RuntimeError):
+    """The run directory can't be used as asked (the message says why and what to do)."""
+
+
+def _stderr(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def train_run(cfg: Config, run_dir: str | Path, *, seed: int = 0, data_dir=None, device: str = "auto",
+              train_limit: int | None = None, resume: bool = False, progress: bool | None = None,
+              echo: Callable[[str], None] = _stderr) -> dict:
+    """Train every stage of `cfg` into `run_dir`, then evaluate on the test split.
+
+    Returns the metrics written to `run_dir/metrics.json`.
+    """
+    run_dir = Path(run_dir)
+    ckpt_dir = run_dir / CHECKPOINT_DIR
+    progress_path = ckpt_dir / PROGRESS_FILE
+    if progress is None:
+        progress = sys.stderr.isatty()
+    if resume:
+        if not (run_dir / CONFIG_FILE).exists():
+            raise RunError(f"{run_dir}: nothing to resume (no {CONFIG_FILE}); start a run without --resume")
+        saved = read_json(run_dir / CONFIG_FILE)
+        cfg = Config.from_dict(saved)
+        seed, train_limit = saved.get("seed", seed), saved.get("train_limit", train_limit)
+        completed = read_json(progress_path)["completed"] if progress_path.exists() else []
+    else:
+        if (run_dir / CONFIG_FILE).exists():
+            raise RunError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --out")
+        completed = []
+    dev = select_device(device)
+    torch.set_float32_matmul_precision("high")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(run_dir / CONFIG_FILE, config_to_json(cfg, seed=seed, train_limit=train_limit))
+
+    images, labels = load_fashion_mnist("train", data_dir)
+    if train_limit:
+        images, labels = images[:train_limit], labels[:train_limit]
+    val_size = cfg.train.val_size if not train_limit else min(cfg.train.val_size, len(labels) // 10)
+    try:
+        train_idx, val_idx = train_val_split(labels, val_size, cfg.train.split_seed)
+    except ValueError as err:
+        raise RunError(f"cannot carve a stratified validation split from {len(labels)} images ({err})") from None
+    data = to_device_data(images, labels, train_idx, val_idx, dev)
+    echo(f"deepautodnn {__version__}: preset {cfg.preset}, seed {seed}, device {dev}, "
+         f"{len(train_idx)} train / {len(val_idx)} val images -> {run_dir}")
+
+    seed_everything(seed)
+    model = DeepAutoDNN(cfg.model)
+    if cfg.train.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    model = model.to(dev)
+    log = MetricsLog(run_dir / "metrics.csv", echo=echo)
+    if completed:
+        load_weights(ckpt_dir / f"{completed[-1]}.safetensors", model)
+        echo(f"resuming after finished stage(s): {', '.join(completed)}")
+    log.keep_stages(set(completed))
+
+    summaries = read_json(progress_path).get("summaries", {}) if completed else {}
+    for stage in stage_plan(cfg):
+        if stage in completed:
+            continue
+        start = time.perf_counter()
+        if stage == "ae":
+            summary = train_autoencoder(model, data, cfg.train, seed=seed, device=dev, log=log, progress=progress)
+        else:
+            summary = train_classifier(model, data, cfg.train, stage=stage, seed=seed, device=dev,
+                                       log=log, progress=progress)
+        summary["seconds"] = time.perf_counter() - start
+        # Save the finished stage before the next one starts.
+        save_weights(ckpt_dir / f"{stage}.safetensors", model)
+        completed.append(stage)
+        summaries[stage] = summary
+        atomic_write_json(progress_path, {"completed": completed, "summaries": summaries})
+        echo(f"stage {stage} done in {summary['seconds']:.1f}s (best epoch {summary['best_epoch']})")
+
+    model = model.to(memory_format=torch.contiguous_format).eval()
+    test_images, test_labels = load_fashion_mnist("test", data_dir)
+    test = evaluate_model(model, test_images, test_labels, device=dev)
+    metrics = {
+        "split": "test",
+        **test,
+        "stages": summaries,
+        "train_seconds": sum(s["seconds"] for s in summaries.values()),
+        "seed": seed,
+        "preset": cfg.preset,
+        "train_limit": train_limit,
+        "machine": {"platform": platform.platform(), "processor": platform.processor(),
+                    "torch": torch.__version__, "device": str(dev), "threads": torch.get_num_threads()},
+    }
+    save_model(run_dir, model, cfg, metrics, seed=seed, train_limit=train_limit)
+    write_report(run_dir, metrics)
+    return metrics
+
+
+def write_report(run_dir: str | Path, metrics: dict) -> str:
+    """report.md with the Table V-style metrics, and the Fig. 4-6 PNGs beside it."""
+    from .plots import plot_confusion_matrix, plot_training_curves
+
+    run_dir = Path(run_dir)
+    plot_confusion_matrix(metrics, run_dir / "confusion_matrix.png")
+    rows = MetricsLog(run_dir / "metrics.csv").read()
+    if rows:
+        plot_training_curves(rows, run_dir / "training_curves.png")
+    stage_lines = [f"- stage `{name}`: best epoch {s['best_epoch']}, {s['seconds']:.1f} s"
+                   for name, s in metrics.get("stages", {}).items()]
+    text = (f"# DeepAutoDNN run report\n\nPreset `{metrics.get('preset')}`, seed {metrics.get('seed')}, "
+            f"training time {metrics.get('train_seconds', 0):.1f} s.\n\n" + "\n".join(stage_lines) + "\n\n"
+            + metrics_markdown(metrics)
+            + "\n![Confusion matrix](confusion_matrix.png)\n\n![Training curves](training_curves.png)\n")
+    atomic_write_text(run_dir / "report.md", text)
+    return text
+
+
+__all__ = ["train_run", "write_report", "RunError", "ModelFileError"]

@@ -1,0 +1,384 @@
+"""Two-stage training (Algorithm 1) plus optional end-to-end fine-tuning, with explicit loops.
+
+Stage 1 (`train_autoencoder`) fits the autoencoder to the images with MSE; labels are never read.
+Stage 2 (`train_classifier(..., stage="dnn")`) fits the DNN on the frozen encoder's code.
+Stage 3 (`train_classifier(..., stage="finetune")`) optionally trains encoder + DNN end to end.
+
+The dataset lives on the training device as uint8 tensors; batches are slices of a permutation and
+are normalised on the fly. Each stage keeps its best epoch on the validation split.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import csv
+import math
+import random
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .config import Config, TrainConfig
+from .models import DeepAutoDNN
+
+STAGES = ("ae", "dnn", "finetune")
+METRICS_COLUMNS = ("stage", "epoch", "loss", "train_acc", "val_acc", "val_mse", "lr", "seconds")
+
+
+def select_device(name: str = "auto") -> torch.device:
+    """CUDA when available for "auto", else CPU; "cpu"/"cuda" force one."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError("--device cuda was asked for but no CUDA device is available")
+    return torch.device(name)
+
+
+def bf16_supported(device: torch.device) -> bool:
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    return False
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+@dataclass
+class TrainingData:
+    """uint8 images (N, 1, H, W) and int64 labels on the training device."""
+
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_val: torch.Tensor
+    y_val: torch.Tensor
+
+
+def to_device_data(images: np.ndarray, labels: np.ndarray, train_idx, val_idx, device) -> TrainingData:
+    x = torch.from_numpy(np.ascontiguousarray(images)).unsqueeze(1)  # (N, 28, 28) -> (N, 1, 28, 28)
+    y = torch.from_numpy(np.asarray(labels, dtype=np.int64))
+    tr, va = torch.as_tensor(train_idx), torch.as_tensor(val_idx)
+    return TrainingData(x[tr].to(device), y[tr].to(device), x[va].to(device), y[va].to(device))
+
+
+def to_float(x_u8: torch.Tensor, channels_last: bool = False) -> torch.Tensor:
+    x = x_u8.float().div_(255.0)  # uint8 [0, 255] -> float [0, 1], the paper's sigmoid range
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+
+def augment_batch(x: torch.Tensor, gen: torch.Generator, max_shift: int = 2) -> torch.Tensor:
+    """Random translation by up to `max_shift` pixels (zero fill) and horizontal flip, batched."""
+    b, c, h, w = x.shape
+    padded = F.pad(x, (max_shift,) * 4)  # (B, C, H+2s, W+2s)
+    oy = torch.randint(0, 2 * max_shift + 1, (b,), generator=gen, device=gen.device).to(x.device)
+    ox = torch.randint(0, 2 * max_shift + 1, (b,), generator=gen, device=gen.device).to(x.device)
+    rows = (oy[:, None] + torch.arange(h, device=x.device))[:, None, :, None]  # (B, 1, H, 1)
+    cols = (ox[:, None] + torch.arange(w, device=x.device))[:, None, None, :]  # (B, 1, 1, W)
+    bidx = torch.arange(b, device=x.device)[:, None, None, None]
+    cidx = torch.arange(c, device=x.device)[None, :, None, None]
+    out = padded[bidx, cidx, rows, cols]  # (B, C, H, W)
+    flip = torch.rand(b, generator=gen, device=gen.device).to(x.device) < 0.5
+    return torch.where(flip[:, None, None, None], out.flip(-1), out)
+
+
+def make_optimizer(params, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+    # Plain Adam as the paper; AdamW only when a preset asks for decoupled weight decay.
+    if weight_decay > 0:
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    return torch.optim.Adam(params, lr=lr)
+
+
+def make_schedule(optimizer, kind: str, lr: float, total_steps: int):
+    """The learning-rate schedule for one stage, stepped once per batch."""
+    if kind == "constant":
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    if kind == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=lr, total_steps=max(total_steps, 1), pct_start=0.25
+        )
+    raise ValueError(f"unknown schedule {kind!r}; use 'constant' or 'onecycle'")
+
+
+class _Precision:
+    """Autocast and memory-format choices for one device."""
+
+    def __init__(self, tcfg: TrainConfig, device: torch.device):
+        self.device = device
+        self.bf16 = tcfg.bf16 and bf16_supported(device)
+        self.channels_last = tcfg.channels_last
+
+    def autocast(self):
+        if not self.bf16:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=torch.bfloat16)
+
+
+def _batches(n: int, batch_size: int, gen: torch.Generator, device) -> list[torch.Tensor]:
+    perm = torch.randperm(n, generator=gen, device=gen.device).to(device)
+    return list(perm.split(batch_size))
+
+
+def _stage_generator(seed: int, stage: str) -> torch.Generator:
+    # One generator per stage, so resuming after a finished stage replays the same batches.
+    return torch.Generator().manual_seed(seed * 1000 + STAGES.index(stage))
+
+
+EpochLogger = Callable[[dict], None]
+
+
+def _fit(
+    *,
+    stage: str,
+    model: DeepAutoDNN,
+    params: list[torch.nn.Parameter],
+    set_modes: Callable[[], None],
+    n_train: int,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    tcfg: TrainConfig,
+    seed: int,
+    step_loss: Callable[[torch.Tensor, torch.Generator], tuple[torch.Tensor, int | None]],
+    validate: Callable[[], dict],
+    score_key: str,
+    higher_is_better: bool,
+    log: EpochLogger,
+    progress: bool,
+) -> dict:
+    """The one training loop all stages share; restores the best validation epoch at the end."""
+    from tqdm import tqdm
+
+    torch.manual_seed(seed * 1000 + STAGES.index(stage))  # dropout and augmentation noise
+    gen = _stage_generator(seed, stage)
+    optimizer = make_optimizer(params, lr, tcfg.weight_decay)
+    steps_per_epoch = math.ceil(n_train / batch_size)
+    schedule = make_schedule(optimizer, tcfg.schedule, lr, steps_per_epoch * epochs)
+    best_score, best_state, best_epoch = None, None, 0
+    for epoch in range(1, epochs + 1):
+        start = time.perf_counter()
+        set_modes()
+        total_loss, total_correct, seen = 0.0, 0, 0
+        bar = tqdm(_batches(n_train, batch_size, gen, "cpu"), desc=f"{stage} {epoch}/{epochs}",
+                   leave=False, disable=not progress, file=sys.stderr)
+        for idx in bar:
+            loss, correct = step_loss(idx, gen)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"stage {stage}, epoch {epoch}: loss became {loss.item()}")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            total_loss += loss.item() * len(idx)
+            total_correct += correct or 0
+            seen += len(idx)
+        row = {
+            "stage": stage,
+            "epoch": epoch,
+            "loss": total_loss / seen,
+            "train_acc": total_correct / seen if stage != "ae" else None,
+            "lr": optimizer.param_groups[0]["lr"],
+        }
+        row.update(validate())
+        row["seconds"] = time.perf_counter() - start
+        log(row)
+        score = row.get(score_key)
+        if score is None:  # no validation split: keep the last epoch
+            best_epoch = epoch
+            continue
+        if best_score is None or (score > best_score if higher_is_better else score < best_score):
+            best_score, best_epoch = score, epoch
+            best_state = copy.deepcopy(model.state_dict())
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    return {"stage": stage, "best_epoch": best_epoch, score_key: best_score}
+
+
+@torch.inference_mode()
+def _map_batches(fn, x_u8: torch.Tensor, batch_size: int, prec: _Precision) -> torch.Tensor:
+    outs = []
+    for chunk in x_u8.split(batch_size):
+        with prec.autocast():
+            outs.append(fn(to_float(chunk, prec.channels_last)))
+    return torch.cat(outs) if outs else torch.empty(0)
+
+
+def reconstruction_mse(model: DeepAutoDNN, x_u8: torch.Tensor, prec: _Precision, batch_size: int = 1024) -> float | None:
+    if len(x_u8) == 0:
+        return None
+    model.eval()
+    total = 0.0
+    with torch.inference_mode():
+        for chunk in x_u8.split(batch_size):
+            x = to_float(chunk, prec.channels_last)
+            with prec.autocast():
+                recon = model.reconstruct(x)
+            total += F.mse_loss(recon.float(), x, reduction="sum").item()
+    return total / x_u8[0].numel() / len(x_u8)
+
+
+def train_autoencoder(model: DeepAutoDNN, data: TrainingData, tcfg: TrainConfig, *, seed: int,
+                      device: torch.device, log: EpochLogger, progress: bool = False) -> dict:
+    """Stage 1: minimise the reconstruction MSE (paper Eq. 3, Table I) on images only."""
+    prec = _Precision(tcfg, device)
+
+    def step_loss(idx, gen):
+        x = to_float(data.x_train[idx.to(data.x_train.device)], prec.channels_last)
+        with prec.autocast():
+            recon = model.reconstruct(x)
+        return F.mse_loss(recon.float(), x), None
+
+    def validate():
+        return {"val_mse": reconstruction_mse(model, data.x_val, prec)}
+
+    return _fit(
+        stage="ae", model=model, params=list(model.autoencoder.parameters()),
+        set_modes=lambda: model.autoencoder.train(), n_train=len(data.x_train),
+        epochs=tcfg.ae_epochs, batch_size=tcfg.ae_batch_size, lr=tcfg.ae_lr, tcfg=tcfg, seed=seed,
+        step_loss=step_loss, validate=validate, score_key="val_mse", higher_is_better=False,
+        log=log, progress=progress,
+    )
+
+
+def _frozen_features(model, x_u8, prec, cache_limit_gib: float):
+    """The frozen encoder's codes for all of x_u8 as float16, or None if they would not fit."""
+    n_values = len(x_u8) * math.prod(model.config.latent_shape)
+    if n_values * 2 > cache_limit_gib * 2**30:
+        return None
+    model.encoder.eval()
+    return _map_batches(model.encoder, x_u8, 1024, prec).to(torch.float16)
+
+
+def train_classifier(model: DeepAutoDNN, data: TrainingData, tcfg: TrainConfig, *, stage: str,
+                     seed: int, device: torch.device, log: EpochLogger, progress: bool = False) -> dict:
+    """Stage 2 ("dnn": encoder frozen, as Algorithm 1) or stage 3 ("finetune": end to end)."""
+    if stage not in ("dnn", "finetune"):
+        raise ValueError(f"stage must be 'dnn' or 'finetune', got {stage!r}")
+    prec = _Precision(tcfg, device)
+    frozen = stage == "dnn"
+    if frozen:
+        # The frozen encoder is deterministic in eval mode, so its codes can be computed once.
+        train_feats = _frozen_features(model, data.x_train, prec, tcfg.cache_features_gib)
+        val_feats = _frozen_features(model, data.x_val, prec, tcfg.cache_features_gib)
+        params = list(model.classifier.parameters())
+        epochs, batch_size, lr = tcfg.dnn_epochs, tcfg.dnn_batch_size, tcfg.dnn_lr
+
+        def set_modes():
+            model.eval()
+            model.classifier.train()
+    else:
+        train_feats = val_feats = None
+        params = [p for name, p in model.named_parameters() if not name.startswith("autoencoder.decoder")]
+        epochs, batch_size, lr = tcfg.finetune_epochs, tcfg.finetune_batch_size, tcfg.finetune_lr
+
+        def set_modes():
+            model.train()
+    for p in model.encoder.parameters():
+        p.requires_grad_(not frozen)
+
+    def logits_for(idx, gen, train: bool):
+        if frozen and train_feats is not None:
+            z = train_feats[idx.to(train_feats.device)].float()
+            if prec.channels_last:
+                z = z.contiguous(memory_format=torch.channels_last)
+            return model.classifier(z)
+        x = to_float(data.x_train[idx.to(data.x_train.device)], prec.channels_last)
+        if train and tcfg.augment and not frozen:
+            x = augment_batch(x, gen)
+        if frozen:
+            with torch.no_grad():
+                z = model.encoder(x)
+            return model.classifier(z)
+        return model(x)
+
+    def step_loss(idx, gen):
+        with prec.autocast():
+            logits = logits_for(idx, gen, train=True)
+        y = data.y_train[idx.to(data.y_train.device)]
+        loss = F.cross_entropy(logits.float(), y, label_smoothing=tcfg.label_smoothing)
+        return loss, int((logits.argmax(1) == y).sum())
+
+    def validate():
+        if len(data.x_val) == 0:
+            return {"val_acc": None}
+        model.eval()
+        if val_feats is not None:
+            with torch.inference_mode(), prec.autocast():
+                logits = torch.cat([model.classifier(z.float()) for z in val_feats.split(1024)])
+        else:
+            logits = _map_batches(model, data.x_val, 1024, prec)
+        return {"val_acc": (logits.argmax(1) == data.y_val).float().mean().item()}
+
+    try:
+        return _fit(
+            stage=stage, model=model, params=params, set_modes=set_modes,
+            n_train=len(data.x_train), epochs=epochs, batch_size=batch_size, lr=lr, tcfg=tcfg,
+            seed=seed, step_loss=step_loss, validate=validate, score_key="val_acc",
+            higher_is_better=True, log=log, progress=progress,
+        )
+    finally:
+        for p in model.encoder.parameters():
+            p.requires_grad_(True)
+
+
+class MetricsLog:
+    """metrics.csv in the run directory: one row per epoch, appended as it finishes."""
+
+    def __init__(self, path: Path, echo: Callable[[str], None] | None = None):
+        self.path = path
+        self.echo = echo
+
+    def keep_stages(self, stages: set[str]) -> None:
+        """Drop rows of stages that did not finish (used when resuming)."""
+        rows = [r for r in self.read() if r["stage"] in stages]
+        with open(self.path, "w", newline="") as f:
+            writer = csv.DictWriter(f, METRICS_COLUMNS)
+            writer.writeheader()
+            writer.writerows(rows)
+
+    def read(self) -> list[dict]:
+        if not self.path.exists():
+            return []
+        with open(self.path, newline="") as f:
+            return list(csv.DictReader(f))
+
+    def __call__(self, row: dict) -> None:
+        new = not self.path.exists()
+        with open(self.path, "a", newline="") as f:
+            writer = csv.DictWriter(f, METRICS_COLUMNS)
+            if new:
+                writer.writeheader()
+            writer.writerow({k: _fmt(row.get(k)) for k in METRICS_COLUMNS})
+            f.flush()
+        if self.echo:
+            parts = [f"{row['stage']} epoch {row['epoch']}", f"loss {row['loss']:.4f}"]
+            for key in ("train_acc", "val_acc", "val_mse"):
+                if row.get(key) is not None:
+                    parts.append(f"{key} {row[key]:.4f}")
+            parts.append(f"{row['seconds']:.1f}s")
+            self.echo("  ".join(parts))
+
+
+def _fmt(v):
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        return f"{v:.6g}"
+    return v
+
+
+def stage_plan(cfg: Config) -> list[str]:
+    """The stages this config runs, in order (an epoch count of 0 skips a stage)."""
+    t = cfg.train
+    epochs = {"ae": t.ae_epochs, "dnn": t.dnn_epochs, "finetune": t.finetune_epochs}
+    return [s for s in STAGES if epochs[s] > 0]
