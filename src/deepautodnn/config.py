@@ -121,7 +121,7 @@ def _fast() -> Config:
             dnn_epochs=2,
             dnn_batch_size=256,
             dnn_lr=2e-3,
-            finetune_epochs=12,
+            finetune_epochs=15,
             finetune_batch_size=128,
             finetune_lr=3e-3,
             schedule="onecycle",

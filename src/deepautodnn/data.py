@@ -159,12 +159,13 @@ def _verified_payload(path: Path, stem: str) -> bytes:
     return payload
 
 
-def download_fashion_mnist(target: str | os.PathLike | None = None, url: str = MIRROR_URL) -> Path:
+def download_fashion_mnist(target: str | os.PathLike | None = None, url: str | None = None) -> Path:
     """Download the four files from the official mirror into `target` (default: the cache).
 
     Each file is verified before it is moved into place, so a failed download never leaves a
     damaged file behind.
     """
+    url = url or MIRROR_URL
     target = Path(target) if target is not None else cache_dir()
     target.mkdir(parents=True, exist_ok=True)
     for stem in (s for pair in FILES.values() for s in pair):

@@ -99,14 +99,25 @@ def make_optimizer(params, lr: float, weight_decay: float) -> torch.optim.Optimi
     return torch.optim.Adam(params, lr=lr)
 
 
-def make_schedule(optimizer, kind: str, lr: float, total_steps: int):
-    """The learning-rate schedule for one stage, stepped once per batch."""
+def make_schedule(optimizer, kind: str, lr: float, total_steps: int, warmup_fraction: float = 0.25):
+    """The learning-rate schedule for one stage, stepped once per batch.
+
+    "constant" keeps `lr` (Keras' default, the paper's); "onecycle" warms up linearly to `lr` over
+    the first quarter of the steps, then anneals to zero on a cosine. Written as a LambdaLR because
+    torch's OneCycleLR divides by zero on the very short stages of quick tries.
+    """
     if kind == "constant":
         return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
     if kind == "onecycle":
-        return torch.optim.lr_scheduler.OneCycleLR(
-            optimizer, max_lr=lr, total_steps=max(total_steps, 1), pct_start=0.25
-        )
+        warmup = max(1, int(total_steps * warmup_fraction))
+
+        def factor(step: int) -> float:
+            if step < warmup:
+                return (step + 1) / warmup
+            progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
+            return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
     raise ValueError(f"unknown schedule {kind!r}; use 'constant' or 'onecycle'")
 
 

@@ -1,0 +1,78 @@
+"""Seconds per epoch of each stage of the `paper` preset on this machine, by timing real epochs on
+a subset of Fashion-MNIST and extrapolating to the 55,000 training images. Prints JSON.
+
+    python benchmarks/paper_epoch_time.py [--subset 6400] [--device cpu] [--bf16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+
+import numpy as np
+import torch
+
+from deepautodnn import get_preset, load_fashion_mnist
+from deepautodnn.data import train_val_split
+from deepautodnn.models import DeepAutoDNN
+from deepautodnn.train import select_device, to_device_data, train_autoencoder, train_classifier
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--subset", type=int, default=6400, help="training images timed per stage (default: 6400)")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--bf16", action="store_true", help="time with bf16 autocast + channels_last")
+    args = parser.parse_args()
+
+    cfg = get_preset("paper")
+    cfg.train.ae_epochs = cfg.train.dnn_epochs = 1
+    cfg.train.bf16 = cfg.train.channels_last = args.bf16
+    device = select_device(args.device)
+    images, labels = load_fashion_mnist("train")
+    train_idx, val_idx = train_val_split(labels, cfg.train.val_size, cfg.train.split_seed)
+    full_train = len(train_idx)
+    data = to_device_data(images, labels, train_idx[: args.subset], val_idx[:1000], device)
+    torch.manual_seed(0)
+    model = DeepAutoDNN(cfg.model).to(device)
+    if args.bf16:
+        model = model.to(memory_format=torch.channels_last)
+    rows: list[dict] = []
+    scale = full_train / len(data.x_train)
+    results = {}
+    for stage in ("ae", "dnn"):
+        start = time.perf_counter()
+        if stage == "ae":
+            train_autoencoder(model, data, cfg.train, seed=0, device=device, log=rows.append)
+        else:
+            train_classifier(model, data, cfg.train, stage="dnn", seed=0, device=device, log=rows.append)
+        total = time.perf_counter() - start
+        epoch = rows[-1]["seconds"]  # training + validation of one epoch
+        results[stage] = {
+            "timed_images": len(data.x_train),
+            "timed_epoch_seconds": round(epoch, 3),
+            "images_per_second": round(len(data.x_train) / epoch, 1),
+            "seconds_per_full_epoch": round(epoch * scale, 1),
+            "one_off_seconds": round((total - epoch) * scale, 1),  # e.g. caching the frozen features
+        }
+    epochs = {"ae": get_preset("paper").train.ae_epochs, "dnn": get_preset("paper").train.dnn_epochs}
+    full = sum(results[s]["seconds_per_full_epoch"] * epochs[s] + results[s]["one_off_seconds"] for s in results)
+    print(json.dumps({
+        "benchmark": "paper_epoch_time",
+        "precision": "bf16+channels_last" if args.bf16 else "fp32",
+        "device": str(device),
+        "torch_threads": torch.get_num_threads(),
+        "machine": platform.platform(),
+        "train_images": full_train,
+        "stages": results,
+        "epochs": epochs,
+        "extrapolated_full_run_hours": round(full / 3600, 2),
+        "numpy": np.__version__,
+        "torch": torch.__version__,
+    }, indent=2))
+
+
+if __name__ == "__main__":
+    main()

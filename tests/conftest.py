@@ -1,0 +1,55 @@
+"""Shared fixtures: tiny IDX files, the real Fashion-MNIST location, and one tiny trained model."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import struct
+
+import numpy as np
+import pytest
+
+from deepautodnn.data import find_fashion_mnist
+
+
+def idx_bytes(array: np.ndarray) -> bytes:
+    """Encode an array as IDX (the test-side writer, independent of the reader under test)."""
+    codes = {np.uint8: 0x08, np.int8: 0x09, np.int16: 0x0B, np.int32: 0x0C, np.float32: 0x0D, np.float64: 0x0E}
+    code = codes[array.dtype.type]
+    header = struct.pack(">HBB", 0, code, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+    return header + array.astype(array.dtype.newbyteorder(">")).tobytes()
+
+
+@pytest.fixture
+def write_idx(tmp_path):
+    def write(name: str, array: np.ndarray, gz: bool = True):
+        data = idx_bytes(array)
+        path = tmp_path / (name + (".gz" if gz else ""))
+        path.write_bytes(gzip.compress(data) if gz else data)
+        return path
+
+    return write
+
+
+@pytest.fixture(scope="session")
+def data_dir():
+    """Where the real Fashion-MNIST lives. CI installs it, so there its absence is a failure."""
+    found = find_fashion_mnist()
+    if found is None:
+        msg = "Fashion-MNIST not installed (apt-get install dataset-fashion-mnist)"
+        if os.environ.get("CI"):
+            pytest.fail(msg)
+        pytest.skip(msg)
+    return found
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory, data_dir):
+    """A `fast`-architecture model trained briefly on 3,000 real images; its run directory."""
+    from deepautodnn import get_preset, train_run
+
+    cfg = get_preset("fast")
+    cfg.train.ae_epochs, cfg.train.dnn_epochs, cfg.train.finetune_epochs = 1, 1, 2
+    run_dir = tmp_path_factory.mktemp("tiny") / "run"
+    metrics = train_run(cfg, run_dir, seed=0, data_dir=data_dir, train_limit=3000, echo=lambda m: None)
+    return run_dir, metrics

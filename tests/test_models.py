@@ -1,0 +1,67 @@
+import pytest
+import torch
+from torch import nn
+
+from deepautodnn.config import Config, ModelConfig, get_preset
+from deepautodnn.models import DeepAutoDNN
+
+
+@pytest.mark.parametrize("preset,latent", [("paper", (128, 14, 14)), ("fast", (128, 7, 7))])
+def test_shapes(preset, latent):
+    cfg = get_preset(preset).model
+    model = DeepAutoDNN(cfg).eval()
+    x = torch.rand(4, 1, 28, 28)
+    assert cfg.latent_shape == latent
+    assert model.forward_features(x).shape == (4, *latent)
+    assert model(x).shape == (4, 10)
+    recon = model.reconstruct(x)
+    assert recon.shape == x.shape and recon.min() >= 0 and recon.max() <= 1
+    proba = model.predict_proba(x)
+    torch.testing.assert_close(proba.sum(1), torch.ones(4))
+
+
+def test_paper_classifier_has_seven_dense_layers_with_dropout_half():
+    model = DeepAutoDNN(get_preset("paper").model)
+    dense = [m for m in model.classifier.modules() if isinstance(m, nn.Linear)]
+    drops = [m for m in model.classifier.modules() if isinstance(m, nn.Dropout)]
+    assert len(dense) == 7
+    assert dense[0].in_features == 14 * 14 * 128 and dense[-1].out_features == 10
+    assert len(drops) == 6 and all(d.p == 0.5 for d in drops)
+    # The encoder is Conv -> BN -> ReLU -> MaxPool blocks; the decoder upsamples back.
+    kinds = [type(m) for m in model.encoder.layers]
+    assert kinds[:4] == [nn.Conv2d, nn.BatchNorm2d, nn.ReLU, nn.MaxPool2d]
+    assert any(isinstance(m, nn.Dropout) for m in model.encoder.layers)
+    assert any(isinstance(m, nn.Upsample) for m in model.autoencoder.decoder.layers)
+    assert isinstance(model.autoencoder.decoder.layers[-1], nn.Sigmoid)
+
+
+@pytest.mark.parametrize("preset", ["paper", "fast"])
+def test_every_parameter_gets_a_finite_gradient(preset):
+    torch.manual_seed(0)
+    model = DeepAutoDNN(get_preset(preset).model).train()
+    x, y = torch.rand(8, 1, 28, 28), torch.randint(0, 10, (8,))
+    loss = nn.functional.cross_entropy(model(x), y) + nn.functional.mse_loss(model.reconstruct(x), x)
+    loss.backward()
+    for name, p in model.named_parameters():
+        assert p.grad is not None, name
+        assert torch.isfinite(p.grad).all(), name
+        assert p.grad.abs().sum() > 0, name
+
+
+def test_config_round_trips_through_json_dict():
+    cfg = get_preset("fast")
+    import json
+
+    again = Config.from_dict(json.loads(json.dumps(cfg.to_dict())))
+    assert again == cfg
+    with pytest.raises(ValueError, match="unknown config fields"):
+        Config.from_dict({"model": {"bogus": 1}})
+
+
+def test_bad_config_is_rejected():
+    with pytest.raises(ValueError, match="same length"):
+        ModelConfig(encoder_channels=(8, 16), encoder_pool=(True,))
+    with pytest.raises(ValueError, match="divisible"):
+        ModelConfig(image_size=28, encoder_channels=(8, 8, 8), encoder_pool=(True, True, True))
+    with pytest.raises(ValueError, match="unknown preset"):
+        get_preset("best-ever")
