@@ -71,15 +71,10 @@ def cmd_train(args) -> int:
 
 def _val_split(model_dir, data_dir):
     from .checkpoint import load_config, read_json
-    from .data import load_fashion_mnist, train_val_split
+    from .runner import load_training_split
 
-    cfg = load_config(model_dir)
     limit = read_json(Path(model_dir) / "config.json").get("train_limit")
-    images, labels = load_fashion_mnist("train", data_dir)
-    if limit:
-        images, labels = images[:limit], labels[:limit]
-    val_size = cfg.train.val_size if not limit else min(cfg.train.val_size, len(labels) // 10)
-    _, val_idx = train_val_split(labels, val_size, cfg.train.split_seed)
+    images, labels, _, val_idx = load_training_split(load_config(model_dir), data_dir, limit)
     return images[val_idx], labels[val_idx]
 
 

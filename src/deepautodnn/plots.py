@@ -40,25 +40,32 @@ def plot_confusion_matrix(metrics: dict, path: str | Path) -> Path:
 
 
 def plot_training_curves(rows: list[dict], path: str | Path) -> Path:
-    """Loss (left) and accuracy / reconstruction MSE (right) per epoch, one line per stage."""
+    """Per-epoch curves from metrics.csv rows: the autoencoder's reconstruction MSE (stage 1),
+    the classifier's loss (Fig. 5) and its train/validation accuracy (Fig. 6), one line per stage."""
     plt = _pyplot()
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4))
-    stages = list(dict.fromkeys(r["stage"] for r in rows))
-    for stage in stages:
+    fig, (ax_ae, ax_loss, ax_acc) = plt.subplots(1, 3, figsize=(15, 4))
+
+    def series(stage_rows, key):
+        pts = [(int(r["epoch"]), float(r[key])) for r in stage_rows if r.get(key) not in (None, "")]
+        return [p[0] for p in pts], [p[1] for p in pts]
+
+    for stage in dict.fromkeys(r["stage"] for r in rows):
         sr = [r for r in rows if r["stage"] == stage]
-        epochs = [int(r["epoch"]) for r in sr]
-        ax_loss.plot(epochs, [float(r["loss"]) for r in sr], marker=".", label=f"{stage} train loss")
-        for key, style in (("train_acc", "-"), ("val_acc", "--")):
-            values = [float(r[key]) for r in sr if r.get(key) not in (None, "")]
-            if values:
-                ax_acc.plot(epochs[: len(values)], values, style, marker=".", label=f"{stage} {key}")
-    ax_loss.set(xlabel="epoch", ylabel="loss", title="Training loss (Fig. 5)", yscale="log")
-    ax_acc.set(xlabel="epoch", ylabel="accuracy", title="Accuracy (Fig. 6)")
-    for ax in (ax_loss, ax_acc):
+        if stage == "ae":
+            ax_ae.plot(*series(sr, "loss"), marker=".", label="train MSE")
+            ax_ae.plot(*series(sr, "val_mse"), "--", marker=".", label="validation MSE")
+            continue
+        ax_loss.plot(*series(sr, "loss"), marker=".", label=f"{stage} train loss")
+        ax_acc.plot(*series(sr, "train_acc"), marker=".", label=f"{stage} train")
+        ax_acc.plot(*series(sr, "val_acc"), "--", marker=".", label=f"{stage} validation")
+    ax_ae.set(xlabel="epoch", ylabel="MSE", title="Autoencoder reconstruction (stage 1)")
+    ax_loss.set(xlabel="epoch (of each stage)", ylabel="cross-entropy", title="Classifier loss (Fig. 5)")
+    ax_acc.set(xlabel="epoch (of each stage)", ylabel="accuracy", title="Classifier accuracy (Fig. 6)")
+    for ax in (ax_ae, ax_loss, ax_acc):
         ax.grid(alpha=0.3)
         if ax.lines:
             ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=110)
     plt.close(fig)
     return Path(path)

@@ -41,6 +41,23 @@ def _stderr(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
+def load_training_split(cfg: Config, data_dir=None, train_limit: int | None = None):
+    """The run's training images and labels, with its (train_idx, val_idx) split.
+
+    With `train_limit`, only the first N images are used and the validation split shrinks to a
+    tenth of them.
+    """
+    images, labels = load_fashion_mnist("train", data_dir)
+    if train_limit:
+        images, labels = images[:train_limit], labels[:train_limit]
+    val_size = cfg.train.val_size if not train_limit else min(cfg.train.val_size, len(labels) // 10)
+    try:
+        train_idx, val_idx = train_val_split(labels, val_size, cfg.train.split_seed)
+    except ValueError as err:
+        raise RunError(f"cannot carve a stratified validation split from {len(labels)} images ({err})") from None
+    return images, labels, train_idx, val_idx
+
+
 def train_run(cfg: Config, run_dir: str | Path, *, seed: int = 0, data_dir=None, device: str = "auto",
               train_limit: int | None = None, resume: bool = False, progress: bool | None = None,
               echo: Callable[[str], None] = _stderr) -> dict:
@@ -69,14 +86,7 @@ def train_run(cfg: Config, run_dir: str | Path, *, seed: int = 0, data_dir=None,
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(run_dir / CONFIG_FILE, config_to_json(cfg, seed=seed, train_limit=train_limit))
 
-    images, labels = load_fashion_mnist("train", data_dir)
-    if train_limit:
-        images, labels = images[:train_limit], labels[:train_limit]
-    val_size = cfg.train.val_size if not train_limit else min(cfg.train.val_size, len(labels) // 10)
-    try:
-        train_idx, val_idx = train_val_split(labels, val_size, cfg.train.split_seed)
-    except ValueError as err:
-        raise RunError(f"cannot carve a stratified validation split from {len(labels)} images ({err})") from None
+    images, labels, train_idx, val_idx = load_training_split(cfg, data_dir, train_limit)
     data = to_device_data(images, labels, train_idx, val_idx, dev)
     echo(f"deepautodnn {__version__}: preset {cfg.preset}, seed {seed}, device {dev}, "
          f"{len(train_idx)} train / {len(val_idx)} val images -> {run_dir}")

@@ -216,11 +216,13 @@ def _fit(
 
 
 @torch.inference_mode()
-def _map_batches(fn, x_u8: torch.Tensor, batch_size: int, prec: _Precision) -> torch.Tensor:
+def _map_batches(fn, x_u8: torch.Tensor, batch_size: int, prec: _Precision,
+                 out_dtype: torch.dtype | None = None) -> torch.Tensor:
     outs = []
     for chunk in x_u8.split(batch_size):
         with prec.autocast():
-            outs.append(fn(to_float(chunk, prec.channels_last)))
+            out = fn(to_float(chunk, prec.channels_last))
+        outs.append(out if out_dtype is None else out.to(out_dtype))  # cast per batch: less peak memory
     return torch.cat(outs) if outs else torch.empty(0)
 
 
@@ -267,7 +269,7 @@ def _frozen_features(model, x_u8, prec, cache_limit_gib: float):
     if n_values * 2 > cache_limit_gib * 2**30:
         return None
     model.encoder.eval()
-    return _map_batches(model.encoder, x_u8, 1024, prec).to(torch.float16)
+    return _map_batches(model.encoder, x_u8, 1024, prec, out_dtype=torch.float16)
 
 
 def train_classifier(model: DeepAutoDNN, data: TrainingData, tcfg: TrainConfig, *, stage: str,
