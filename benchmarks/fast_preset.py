@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import resource
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from deepautodnn.system import machine_info
 
 
 def one_seed(seed: int, run_dir: str, preset: str) -> dict:
@@ -61,8 +62,7 @@ def main() -> None:
         "benchmark": "fast_preset",
         "preset": args.preset,
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
-        "machine": {"platform": platform.platform(), "processor": platform.processor(),
-                    "cpu_count": __import__("os").cpu_count()},
+        "machine": machine_info(),
         "seeds": args.seeds,
         "test_accuracy_mean": statistics.mean(accs),
         "test_accuracy_std": statistics.stdev(accs) if len(accs) > 1 else 0.0,

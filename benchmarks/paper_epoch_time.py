@@ -8,15 +8,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
+import sys
 import time
 
-import numpy as np
 import torch
 
 from deepautodnn import get_preset, load_fashion_mnist
 from deepautodnn.data import train_val_split
 from deepautodnn.models import DeepAutoDNN
+from deepautodnn.system import machine_info
 from deepautodnn.train import select_device, to_device_data, train_autoencoder, train_classifier
 
 
@@ -64,16 +64,14 @@ def main() -> None:
     full = sum(results[s]["seconds_per_full_epoch"] * epochs[s] + results[s]["one_off_seconds"] for s in results)
     print(json.dumps({
         "benchmark": "paper_epoch_time",
+        "command": "python " + " ".join(sys.argv),
         "precision": "bf16+channels_last" if args.bf16 else "fp32",
         "device": str(device),
-        "torch_threads": torch.get_num_threads(),
-        "machine": platform.platform(),
+        "machine": machine_info(),
         "train_images": full_train,
         "stages": results,
         "epochs": epochs,
         "extrapolated_full_run_hours": round(full / 3600, 2),
-        "numpy": np.__version__,
-        "torch": torch.__version__,
     }, indent=2))
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -126,23 +125,18 @@ def cmd_predict(args) -> int:
 
 def cmd_info(args) -> int:
     import numpy
-    import torch
 
     from .data import find_fashion_mnist
-    from .train import bf16_supported
+    from .system import machine_info
 
     found = find_fashion_mnist(args.data_dir)
+    machine = machine_info()
     info = {
         "deepautodnn": __version__,
         "python": sys.version.split()[0],
-        "torch": torch.__version__,
         "numpy": numpy.__version__,
-        "cuda_available": torch.cuda.is_available(),
-        "default_device": "cuda" if torch.cuda.is_available() else "cpu",
-        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-        "cpu_bf16": bf16_supported(torch.device("cpu")),
-        "threads": torch.get_num_threads(),
-        "cpu_count": os.cpu_count(),
+        **machine,
+        "default_device": "cuda" if machine["cuda"] else "cpu",
         "dataset": str(found) if found else "not found (apt-get install dataset-fashion-mnist, or --data-dir DIR)",
     }
     for k, v in info.items():

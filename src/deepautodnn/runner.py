@@ -7,7 +7,6 @@ finished stage, so that an interrupted run resumes after its last finished stage
 
 from __future__ import annotations
 
-import platform
 import sys
 import time
 from pathlib import Path
@@ -24,6 +23,7 @@ from .config import Config
 from .data import load_fashion_mnist, train_val_split
 from .evaluate import evaluate_model, metrics_markdown
 from .models import DeepAutoDNN
+from .system import machine_info
 from .train import (
     MetricsLog, seed_everything, select_device, stage_plan, to_device_data, train_autoencoder,
     train_classifier,
@@ -82,7 +82,6 @@ def train_run(cfg: Config, run_dir: str | Path, *, seed: int = 0, data_dir=None,
             raise RunError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --out")
         completed = []
     dev = select_device(device)
-    torch.set_float32_matmul_precision("high")
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(run_dir / CONFIG_FILE, config_to_json(cfg, seed=seed, train_limit=train_limit))
 
@@ -131,8 +130,8 @@ def train_run(cfg: Config, run_dir: str | Path, *, seed: int = 0, data_dir=None,
         "seed": seed,
         "preset": cfg.preset,
         "train_limit": train_limit,
-        "machine": {"platform": platform.platform(), "processor": platform.processor(),
-                    "torch": torch.__version__, "device": str(dev), "threads": torch.get_num_threads()},
+        "device": str(dev),
+        "machine": machine_info(),
     }
     save_model(run_dir, model, cfg, metrics, seed=seed, train_limit=train_limit)
     write_report(run_dir, metrics)
