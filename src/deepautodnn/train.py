@@ -216,13 +216,11 @@ def _fit(
 
 
 @torch.inference_mode()
-def _map_batches(fn, x_u8: torch.Tensor, batch_size: int, prec: _Precision,
-                 out_dtype: torch.dtype | None = None) -> torch.Tensor:
+def _map_batches(fn, x_u8: torch.Tensor, batch_size: int, prec: _Precision) -> torch.Tensor:
     outs = []
     for chunk in x_u8.split(batch_size):
         with prec.autocast():
-            out = fn(to_float(chunk, prec.channels_last))
-        outs.append(out if out_dtype is None else out.to(out_dtype))  # cast per batch: less peak memory
+            outs.append(fn(to_float(chunk, prec.channels_last)))
     return torch.cat(outs) if outs else torch.empty(0)
 
 
@@ -265,11 +263,18 @@ def train_autoencoder(model: DeepAutoDNN, data: TrainingData, tcfg: TrainConfig,
 
 def _frozen_features(model, x_u8, prec, cache_limit_gib: float):
     """The frozen encoder's codes for all of x_u8 as float16, or None if they would not fit."""
-    n_values = len(x_u8) * math.prod(model.config.latent_shape)
-    if n_values * 2 > cache_limit_gib * 2**30:
+    shape = (len(x_u8), *model.config.latent_shape)  # (N, C, H', W')
+    if math.prod(shape) * 2 > cache_limit_gib * 2**30:
         return None
     model.encoder.eval()
-    return _map_batches(model.encoder, x_u8, 1024, prec, out_dtype=torch.float16)
+    # Filled in place, batch by batch, so peak memory is the cache itself, not twice it.
+    feats = torch.empty(shape, dtype=torch.float16, device=x_u8.device)
+    with torch.inference_mode():
+        for start in range(0, len(x_u8), 1024):
+            chunk = to_float(x_u8[start:start + 1024], prec.channels_last)
+            with prec.autocast():
+                feats[start:start + len(chunk)] = model.encoder(chunk)
+    return feats
 
 
 def train_classifier(model: DeepAutoDNN, data: TrainingData, tcfg: TrainConfig, *, stage: str,

@@ -1,0 +1,27 @@
+"""The `paper` preset must stay the paper: Tables I and III, Algorithm 1 (see docs/paper.md)."""
+
+from deepautodnn.config import get_preset
+
+
+def test_paper_preset_matches_tables_i_and_iii():
+    cfg = get_preset("paper")
+    m, t = cfg.model, cfg.train
+    # Table I
+    assert (m.image_size, m.in_channels) == (28, 1)
+    assert (t.ae_epochs, t.ae_batch_size, t.ae_lr) == (15, 32, 1e-3)
+    assert m.ae_dropout > 0  # Sec. III-B: dropout in the autoencoder too
+    # Table III
+    assert m.latent_shape == (128, 14, 14)
+    assert len(m.dnn_hidden) + 1 == 7
+    assert (t.dnn_epochs, t.dnn_batch_size, t.dnn_lr) == (120, 64, 1e-3)
+    assert m.dnn_dropout == 0.5
+    # Algorithm 1: encoder frozen after stage 1; plain Adam, no tricks the paper lacks.
+    assert t.finetune_epochs == 0
+    assert t.weight_decay == 0 and t.label_smoothing == 0 and not t.augment
+    assert t.schedule == "constant" and not t.bf16
+
+
+def test_presets_are_fresh_copies():
+    a = get_preset("fast")
+    a.train.ae_epochs = 99
+    assert get_preset("fast").train.ae_epochs != 99
