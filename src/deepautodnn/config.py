@@ -67,7 +67,7 @@ class TrainConfig:
     schedule: str = "constant"  # "constant" (Keras' default) or "onecycle" per stage
     weight_decay: float = 0.0  # AdamW decoupled decay; 0 is plain Adam
     label_smoothing: float = 0.0
-    augment: bool = False  # random 2-pixel shift + horizontal flip, stages 2-3 only
+    augment: bool = False  # random 2-pixel shift + horizontal flip; stage 3 only (stage 2 reads fixed codes)
     val_size: int = 5000  # images carved from train for model selection
     split_seed: int = 0  # fixed, so every run validates on the same images
     bf16: bool = False  # bf16 autocast on CPUs with AVX512-BF16 and on CUDA
@@ -105,7 +105,7 @@ def _paper() -> Config:
 
 def _fast() -> Config:
     # Same hybrid (conv autoencoder -> dense DNN -> softmax), sized for a 2-core CPU: a 7x7 latent,
-    # one short autoencoder pass, the DNN on frozen features, then end-to-end fine-tuning.
+    # two autoencoder epochs, two DNN epochs on the frozen features, then end-to-end fine-tuning.
     return Config(
         model=ModelConfig(
             encoder_channels=(32, 64, 128),
