@@ -304,14 +304,14 @@ def train_classifier(model: DeepAutoDNN, data: TrainingData, tcfg: TrainConfig, 
     for p in model.encoder.parameters():
         p.requires_grad_(not frozen)
 
-    def logits_for(idx, gen, train: bool):
+    def train_logits(idx, gen):
         if frozen and train_feats is not None:
             z = train_feats[idx.to(train_feats.device)].float()
             if prec.channels_last:
                 z = z.contiguous(memory_format=torch.channels_last)
             return model.classifier(z)
         x = to_float(data.x_train[idx.to(data.x_train.device)], prec.channels_last)
-        if train and tcfg.augment and not frozen:
+        if tcfg.augment and not frozen:
             x = augment_batch(x, gen)
         if frozen:
             with torch.no_grad():
@@ -321,7 +321,7 @@ def train_classifier(model: DeepAutoDNN, data: TrainingData, tcfg: TrainConfig, 
 
     def step_loss(idx, gen):
         with prec.autocast():
-            logits = logits_for(idx, gen, train=True)
+            logits = train_logits(idx, gen)
         y = data.y_train[idx.to(data.y_train.device)]
         loss = F.cross_entropy(logits.float(), y, label_smoothing=tcfg.label_smoothing)
         return loss, int((logits.argmax(1) == y).sum())
