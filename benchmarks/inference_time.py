@@ -11,11 +11,11 @@ import json
 import statistics
 import sys
 import time
-from pathlib import Path
 
 import torch
 
 from deepautodnn import load_fashion_mnist, load_model
+from deepautodnn.checkpoint import load_config
 from deepautodnn.system import machine_info
 
 
@@ -47,7 +47,7 @@ def main() -> None:
         "benchmark": "inference_time",
         "command": "python " + " ".join(sys.argv),
         "model_dir": args.model_dir,
-        "preset": json.loads((Path(args.model_dir) / "config.json").read_text()).get("preset"),
+        "preset": load_config(args.model_dir).preset,
         # The inference path is encoder + classifier; the decoder is not run.
         "inference_parameters": sum(p.numel() for m in (model.encoder, model.classifier) for p in m.parameters()),
         "backend": "torch eager float32",

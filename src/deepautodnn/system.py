@@ -22,7 +22,7 @@ def machine_info() -> dict:
 
     from .train import bf16_supported
 
-    info = {
+    return {
         "platform": platform.platform(),
         "cpu": cpu_model(),
         "cpu_count": os.cpu_count(),
@@ -32,4 +32,3 @@ def machine_info() -> dict:
         "cpu_bf16": bf16_supported(torch.device("cpu")),
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
     }
-    return info
