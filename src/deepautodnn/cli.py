@@ -10,6 +10,8 @@ from pathlib import Path
 
 from . import __version__
 
+VARIANT_NAMES = ("frozen", "finetuned", "scratch")  # ablate.VARIANTS, without importing torch for --help
+
 
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="deepautodnn", description="DeepAutoDNN apparel classifier.")
@@ -40,6 +42,26 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR")
     p.add_argument("--top-k", type=int, default=3, help="classes to list per image (default: 3)")
     p.add_argument("--format", default="table", choices=["table", "json", "csv"], help="output format (default: table)")
+
+    b = sub.add_parser("baselines", help="train and test the Table IV comparators on the same split")
+    b.add_argument("--only", help="comma-separated comparators (default: all; see --list)")
+    b.add_argument("--list", action="store_true", help="list the comparators and exit")
+    b.add_argument("--data-dir", help="folder with the Fashion-MNIST IDX files")
+    b.add_argument("--out", default="runs/baselines", help="folder for one JSON per comparator (default: runs/baselines)")
+    b.add_argument("--train-limit", type=int, help="use only the first N training images (quick tries)")
+    b.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    b.add_argument("--device", default="cpu", help="device for the torch comparators (default: cpu)")
+
+    a = sub.add_parser("ablate", help="frozen vs fine-tuned vs no pretraining, across label budgets and seeds")
+    a.add_argument("--preset", default="fast", choices=["paper", "fast"], help="architecture and epochs (default: fast)")
+    a.add_argument("--variants", default=",".join(VARIANT_NAMES), help="comma-separated, from frozen,finetuned,scratch (default: all)")
+    a.add_argument("--labels", default="100,1000,10000,all", help="label budgets (default: 100,1000,10000,all)")
+    a.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default: 0,1,2)")
+    a.add_argument("--out", default="runs/ablation", help="folder for ablation.json and ablation.md (default: runs/ablation)")
+    a.add_argument("--data-dir", help="folder with the Fashion-MNIST IDX files")
+    a.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
+    a.add_argument("--train-limit", type=int, help="use only the first N training images (quick tries)")
+    a.add_argument("--deadline-minutes", type=float, help="start no new row after this long; rerun to continue")
 
     i = sub.add_parser("info", help="versions, device and where the dataset is")
     i.add_argument("--data-dir", help="also look in this folder for the dataset")
@@ -123,6 +145,56 @@ def cmd_predict(args) -> int:
     return 1 if report.errors else 0
 
 
+def cmd_baselines(args) -> int:
+    from .baselines import COMPARATORS, parse_only, run_baselines
+
+    if args.list:
+        for comp in COMPARATORS.values():
+            print(f"{comp.name:16} {comp.title:30} {comp.paper_row or '(classic pixel baseline)'}")
+        return 0
+    names = parse_only(args.only)
+    if args.train_limit is not None and args.train_limit < 100:
+        raise ValueError("--train-limit must be at least 100 images")
+    results = run_baselines(args.out, names, data_dir=args.data_dir, train_limit=args.train_limit,
+                            seed=args.seed, device=args.device, echo=lambda m: print(m, file=sys.stderr, flush=True))
+    print("| comparator | test accuracy | paper | train s | predict s |")
+    print("|---|---:|---:|---:|---:|")
+    for r in results.values():
+        paper = f"{r['paper_accuracy'] * 100:.2f}%" if r["paper_accuracy"] is not None else "—"
+        print(f"| {r['title']} | {r['accuracy'] * 100:.2f}% | {paper} | {r['train_seconds']:.1f} | "
+              f"{r['predict_seconds']:.1f} |")
+    print(f"results -> {args.out}", file=sys.stderr)
+    return 0
+
+
+def _int_list(text: str, flag: str) -> list[int]:
+    try:
+        return [int(p) for p in text.split(",") if p.strip()]
+    except ValueError:
+        raise ValueError(f"{flag} takes comma-separated whole numbers, got {text!r}") from None
+
+
+def cmd_ablate(args) -> int:
+    from .ablate import VARIANTS, parse_labels, run_ablation
+    from .config import get_preset
+
+    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown or not variants:
+        raise ValueError(f"--variants: choose from {', '.join(VARIANTS)}")
+    seeds = _int_list(args.seeds, "--seeds")
+    if args.train_limit is not None and args.train_limit < 200:
+        raise ValueError("--train-limit must be at least 200 images")
+    deadline = args.deadline_minutes * 60 if args.deadline_minutes else None
+    state = run_ablation(get_preset(args.preset), args.out, seeds=seeds, variants=variants,
+                         label_budgets=parse_labels(args.labels), data_dir=args.data_dir, device=args.device,
+                         train_limit=args.train_limit, deadline_seconds=deadline,
+                         echo=lambda m: print(m, file=sys.stderr, flush=True))
+    print(Path(args.out, "ablation.md").read_text())
+    print(f"{len(state['rows'])} rows -> {args.out}", file=sys.stderr)
+    return 0
+
+
 def cmd_info(args) -> int:
     import numpy
 
@@ -144,7 +216,8 @@ def cmd_info(args) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "info": cmd_info}
+COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "baselines": cmd_baselines,
+            "ablate": cmd_ablate, "info": cmd_info}
 
 
 def main(argv=None) -> int:
@@ -160,5 +233,6 @@ def main(argv=None) -> int:
         print(f"deepautodnn: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("deepautodnn: interrupted; finished stages are kept (continue with --resume)", file=sys.stderr)
+        how = "rerun the same command" if args.command == "ablate" else "continue with --resume"
+        print(f"deepautodnn: interrupted; finished work is kept ({how})", file=sys.stderr)
         return 130

@@ -70,6 +70,7 @@ class TrainConfig:
     augment: bool = False  # random 2-pixel shift + horizontal flip; stage 3 only (stage 2 reads fixed codes)
     val_size: int = 5000  # images carved from train for model selection
     split_seed: int = 0  # fixed, so every run validates on the same images
+    keep_best_epoch: bool = True  # restore each stage's best validation epoch; False keeps the last
     bf16: bool = False  # bf16 autocast on CPUs with AVX512-BF16 and on CUDA
     channels_last: bool = False
     cache_features_gib: float = 6.0  # cache frozen-encoder features when they fit in this

@@ -17,6 +17,7 @@ import math
 import random
 import sys
 import time
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -136,13 +137,20 @@ class _Precision:
 
 
 def _batches(n: int, batch_size: int, gen: torch.Generator, device) -> list[torch.Tensor]:
+    # Drawn on the generator's device (CPU) so every device sees the same order, then moved once.
     perm = torch.randperm(n, generator=gen, device=gen.device).to(device)
     return list(perm.split(batch_size))
 
 
+def _stage_stream(seed: int, stage: str) -> int:
+    """The random stream of one stage; other loops (baselines) get a stable stream of their own."""
+    offset = STAGES.index(stage) if stage in STAGES else 100 + zlib.crc32(stage.encode()) % 900
+    return seed * 1000 + offset
+
+
 def _stage_generator(seed: int, stage: str) -> torch.Generator:
     # One generator per stage, so resuming after a finished stage replays the same batches.
-    return torch.Generator().manual_seed(seed * 1000 + STAGES.index(stage))
+    return torch.Generator().manual_seed(_stage_stream(seed, stage))
 
 
 EpochLogger = Callable[[dict], None]
@@ -151,7 +159,7 @@ EpochLogger = Callable[[dict], None]
 def _fit(
     *,
     stage: str,
-    model: DeepAutoDNN,
+    model: torch.nn.Module,
     params: list[torch.nn.Parameter],
     set_modes: Callable[[], None],
     n_train: int,
@@ -160,7 +168,8 @@ def _fit(
     lr: float,
     tcfg: TrainConfig,
     seed: int,
-    step_loss: Callable[[torch.Tensor, torch.Generator], tuple[torch.Tensor, int | None]],
+    step_loss: Callable[[torch.Tensor, torch.Generator], tuple[torch.Tensor, torch.Tensor | None]],
+    data_device: torch.device | str = "cpu",
     validate: Callable[[], dict],
     score_key: str,
     higher_is_better: bool,
@@ -170,7 +179,7 @@ def _fit(
     """The one training loop all stages share; restores the best validation epoch at the end."""
     from tqdm import tqdm
 
-    torch.manual_seed(seed * 1000 + STAGES.index(stage))  # dropout and augmentation noise
+    torch.manual_seed(_stage_stream(seed, stage))  # dropout and augmentation noise
     gen = _stage_generator(seed, stage)
     optimizer = make_optimizer(params, lr, tcfg.weight_decay)
     steps_per_epoch = math.ceil(n_train / batch_size)
@@ -179,33 +188,38 @@ def _fit(
     for epoch in range(1, epochs + 1):
         start = time.perf_counter()
         set_modes()
-        total_loss, total_correct, seen = 0.0, 0, 0
-        bar = tqdm(_batches(n_train, batch_size, gen, "cpu"), desc=f"{stage} {epoch}/{epochs}",
+        # Sums stay on the device: reading them once per epoch, not per batch, keeps a GPU busy.
+        total_loss = total_correct = 0
+        seen = 0
+        bar = tqdm(_batches(n_train, batch_size, gen, data_device), desc=f"{stage} {epoch}/{epochs}",
                    leave=False, disable=not progress, file=sys.stderr)
         for idx in bar:
             loss, correct = step_loss(idx, gen)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"stage {stage}, epoch {epoch}: loss became {loss.item()}")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             schedule.step()
-            total_loss += loss.item() * len(idx)
-            total_correct += correct or 0
+            total_loss = total_loss + loss.detach() * len(idx)
+            if correct is not None:
+                total_correct = total_correct + correct
             seen += len(idx)
+        epoch_loss = float(total_loss) / seen
+        if not math.isfinite(epoch_loss):
+            # A non-finite loss poisons the sum, so one check per epoch catches every batch.
+            raise FloatingPointError(f"stage {stage}, epoch {epoch}: loss became {epoch_loss}")
         row = {
             "stage": stage,
             "epoch": epoch,
-            "loss": total_loss / seen,
-            "train_acc": total_correct / seen if stage != "ae" else None,
+            "loss": epoch_loss,
+            "train_acc": float(total_correct) / seen if stage != "ae" else None,
             "lr": optimizer.param_groups[0]["lr"],
         }
         row.update(validate())
         row["seconds"] = time.perf_counter() - start
         log(row)
         score = row.get(score_key)
-        if score is None:  # no validation split: keep the last epoch
-            best_epoch = epoch
+        if score is None or not tcfg.keep_best_epoch:  # keep the last epoch
+            best_score, best_epoch = score, epoch
             continue
         if best_score is None or (score > best_score if higher_is_better else score < best_score):
             best_score, best_epoch = score, epoch
@@ -256,7 +270,8 @@ def train_autoencoder(model: DeepAutoDNN, data: TrainingData, tcfg: TrainConfig,
         stage="ae", model=model, params=list(model.autoencoder.parameters()),
         set_modes=lambda: model.autoencoder.train(), n_train=len(data.x_train),
         epochs=tcfg.ae_epochs, batch_size=tcfg.ae_batch_size, lr=tcfg.ae_lr, tcfg=tcfg, seed=seed,
-        step_loss=step_loss, validate=validate, score_key="val_mse", higher_is_better=False,
+        step_loss=step_loss, data_device=data.x_train.device, validate=validate, score_key="val_mse",
+        higher_is_better=False,
         log=log, progress=progress,
     )
 
@@ -324,7 +339,7 @@ def train_classifier(model: DeepAutoDNN, data: TrainingData, tcfg: TrainConfig, 
             logits = train_logits(idx, gen)
         y = data.y_train[idx.to(data.y_train.device)]
         loss = F.cross_entropy(logits.float(), y, label_smoothing=tcfg.label_smoothing)
-        return loss, int((logits.argmax(1) == y).sum())
+        return loss, (logits.argmax(1) == y).sum()
 
     def validate():
         if len(data.x_val) == 0:
@@ -341,7 +356,7 @@ def train_classifier(model: DeepAutoDNN, data: TrainingData, tcfg: TrainConfig, 
         return _fit(
             stage=stage, model=model, params=params, set_modes=set_modes,
             n_train=len(data.x_train), epochs=epochs, batch_size=batch_size, lr=lr, tcfg=tcfg,
-            seed=seed, step_loss=step_loss, validate=validate, score_key="val_acc",
+            seed=seed, step_loss=step_loss, data_device=data.x_train.device, validate=validate, score_key="val_acc",
             higher_is_better=True, log=log, progress=progress,
         )
     finally:
