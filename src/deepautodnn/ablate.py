@@ -182,26 +182,25 @@ def summarize(rows: dict) -> list[dict]:
     return out
 
 
-def ablation_markdown(state: dict) -> str:
-    """A table: one row per variant, one column per label budget, mean ± std % over seeds."""
+def ablation_table(state: dict) -> tuple[list[str], list[list[str]]]:
+    """Header and rows: one row per variant, one column per label budget, "mean% ± std (n=seeds)"."""
     summary = summarize(state["rows"])
     budgets = sorted({s["labels"] for s in summary})
     cells = {(s["variant"], s["labels"]): s for s in summary}
-    lines = ["| variant | " + " | ".join(f"{b:,} labels" for b in budgets) + " |",
-             "|---|" + "---:|" * len(budgets)]
+    rows = []
     for variant in VARIANTS:
         if not any((variant, b) in cells for b in budgets):
             continue
-        parts = []
+        row = [variant]
         for b in budgets:
             s = cells.get((variant, b))
             if s is None:
-                parts.append("—")
+                row.append("—")
                 continue
-            std = f" ± {s['test_accuracy_std'] * 100:.2f}" if s["test_accuracy_std"] is not None else ""
-            parts.append(f"{s['test_accuracy_mean'] * 100:.2f}{std} (n={len(s['seeds'])})")
-        lines.append(f"| {variant} | " + " | ".join(parts) + " |")
-    return "\n".join(lines) + "\n"
+            std = "" if s["test_accuracy_std"] is None else f" ± {s['test_accuracy_std'] * 100:.2f}"
+            row.append(f"{s['test_accuracy_mean'] * 100:.2f}%{std} (n={len(s['seeds'])})")
+        rows.append(row)
+    return ["Variant"] + [f"{b:,} labels" for b in budgets], rows
 
 
 def _read_rows(out_dir: Path) -> dict:
@@ -217,8 +216,11 @@ def _finish(state: dict, out_dir: Path) -> dict:
     state["rows"] = _read_rows(out_dir)
     state["summary"] = summarize(state["rows"])
     atomic_write_json(out_dir / RESULTS_FILE, state)
-    text = (f"# Ablation: preset `{state['preset']}`\n\nTest accuracy (%), mean ± sample std over seeds "
-            f"(n = number of seeds).\n\n" + ablation_markdown(state))
+    from .report import Heading, Paragraph, Table, render_markdown
+
+    text = render_markdown([Heading(f"Ablation: preset {state['preset']}", 1),
+                            Paragraph("Test accuracy, mean ± sample std over seeds (n = number of seeds)."),
+                            Table(*ablation_table(state))])
     atomic_write_text(out_dir / "ablation.md", text)
     return state
 
@@ -227,5 +229,5 @@ def load_ablation(out_dir: str | Path) -> dict:
     return read_json(Path(out_dir) / RESULTS_FILE)
 
 
-__all__ = ["run_ablation", "summarize", "ablation_markdown", "load_ablation", "variant_epochs",
+__all__ = ["run_ablation", "summarize", "ablation_table", "load_ablation", "variant_epochs",
            "labelled_subset", "parse_labels", "VARIANTS"]

@@ -52,6 +52,15 @@ def get_args_parser() -> argparse.ArgumentParser:
     b.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     b.add_argument("--device", default="cpu", help="device for the torch comparators (default: cpu)")
 
+    r = sub.add_parser("report", help="the paper's evaluation from a run (+ baselines, ablations) in one file")
+    r.add_argument("run_dir")
+    r.add_argument("--baselines", help="folder written by `deepautodnn baselines` (Table IV comparators)")
+    r.add_argument("--ablations", help="folder written by `deepautodnn ablate`")
+    r.add_argument("--format", default="both", choices=["md", "html", "both"], help="output format (default: both)")
+    r.add_argument("--out", help="folder for paper_report.md / .html (default: RUN_DIR)")
+    r.add_argument("--data-dir", help="folder with the Fashion-MNIST IDX files")
+    r.add_argument("--repeats", type=int, default=200, help="timed single-image passes (default: 200)")
+
     a = sub.add_parser("ablate", help="frozen vs fine-tuned vs no pretraining, across label budgets and seeds")
     a.add_argument("--preset", default="fast", choices=["paper", "fast"], help="architecture and epochs (default: fast)")
     a.add_argument("--variants", default=",".join(VARIANT_NAMES), help="comma-separated, from frozen,finetuned,scratch (default: all)")
@@ -167,6 +176,19 @@ def cmd_baselines(args) -> int:
     return 0
 
 
+def cmd_report(args) -> int:
+    from .report import write_paper_report
+
+    if args.repeats < 1:
+        raise ValueError("--repeats must be >= 1")
+    formats = ("md", "html") if args.format == "both" else (args.format,)
+    paths = write_paper_report(args.run_dir, args.out, formats, baselines_dir=args.baselines,
+                               ablation_dir=args.ablations, data_dir=args.data_dir, timing_repeats=args.repeats)
+    for path in paths:
+        print(path)
+    return 0
+
+
 def _int_list(text: str, flag: str) -> list[int]:
     try:
         return [int(p) for p in text.split(",") if p.strip()]
@@ -217,7 +239,7 @@ def cmd_info(args) -> int:
 
 
 COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "baselines": cmd_baselines,
-            "ablate": cmd_ablate, "info": cmd_info}
+            "report": cmd_report, "ablate": cmd_ablate, "info": cmd_info}
 
 
 def main(argv=None) -> int:

@@ -1,11 +1,11 @@
-"""Figures: the confusion matrix (paper Fig. 4) and per-stage loss and accuracy curves (Figs. 5-6).
+"""Figures: the confusion matrix (paper Fig. 4), per-stage loss and accuracy curves (Figs. 5-6), and
+the report's extra figures: reconstructions, confident mistakes, a 2-D map of the latent space.
+Each takes a path or a binary file object and writes a PNG.
 
 matplotlib is imported inside the functions so that importing deepautodnn stays light.
 """
 
 from __future__ import annotations
-
-from pathlib import Path
 
 
 def _pyplot():
@@ -17,7 +17,7 @@ def _pyplot():
     return plt
 
 
-def plot_confusion_matrix(metrics: dict, path: str | Path) -> Path:
+def plot_confusion_matrix(metrics: dict, path) -> None:
     plt = _pyplot()
     cm, names = metrics["confusion_matrix"], metrics["class_names"]
     fig, ax = plt.subplots(figsize=(7.5, 6.5))
@@ -33,13 +33,10 @@ def plot_confusion_matrix(metrics: dict, path: str | Path) -> Path:
         for j, v in enumerate(row):
             ax.text(j, i, str(v), ha="center", va="center", fontsize=7,
                     color="white" if v > peak / 2 else "black")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return Path(path)
+    _save(fig, path, 120)
 
 
-def plot_training_curves(rows: list[dict], path: str | Path) -> Path:
+def plot_training_curves(rows: list[dict], path) -> None:
     """Per-epoch curves from metrics.csv rows: the autoencoder's reconstruction MSE (stage 1),
     the classifier's loss (Fig. 5) and its train/validation accuracy (Fig. 6), one line per stage."""
     plt = _pyplot()
@@ -65,7 +62,56 @@ def plot_training_curves(rows: list[dict], path: str | Path) -> Path:
         ax.grid(alpha=0.3)
         if ax.lines:
             ax.legend(fontsize=8)
+    _save(fig, path, 110)
+
+
+def _save(fig, path, dpi: int) -> None:
+    plt = _pyplot()
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=dpi, format="png")  # path may be a file object
     plt.close(fig)
-    return Path(path)
+
+
+def plot_reconstructions(originals, reconstructions, labels, class_names, path) -> None:
+    """Pairs of rows: test images (top) and the autoencoder's reconstructions (bottom)."""
+    plt = _pyplot()
+    n = len(originals)
+    fig, axes = plt.subplots(2, n, figsize=(1.1 * n, 2.6), squeeze=False)
+    for i in range(n):
+        for row, img in ((0, originals[i]), (1, reconstructions[i])):
+            ax = axes[row][i]
+            ax.imshow(img, cmap="gray", vmin=0, vmax=1)
+            ax.set_xticks([])
+            ax.set_yticks([])
+        axes[0][i].set_title(class_names[labels[i]], fontsize=7)
+    axes[0][0].set_ylabel("input", fontsize=8)
+    axes[1][0].set_ylabel("decoded", fontsize=8)
+    _save(fig, path, 110)
+
+
+def plot_mistakes(images, true, pred, confidence, class_names, path, columns: int = 8) -> None:
+    """A gallery of misclassified images, titled 'true -> predicted (confidence)'."""
+    plt = _pyplot()
+    n = max(1, len(images))
+    rows = -(-n // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(1.6 * columns, 1.9 * rows), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for i in range(len(images)):
+        ax = axes.ravel()[i]
+        ax.imshow(images[i], cmap="gray")
+        ax.set_title(f"{class_names[true[i]]}\n-> {class_names[pred[i]]} ({confidence[i] * 100:.0f}%)", fontsize=7)
+    _save(fig, path, 110)
+
+
+def plot_latent_map(points, labels, class_names, path, title: str) -> None:
+    """A 2-D scatter of encoder codes (already projected), coloured by true class."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 6))
+    cmap = plt.get_cmap("tab10")
+    for k, name in enumerate(class_names):
+        sel = labels == k
+        ax.scatter(points[sel, 0], points[sel, 1], s=4, alpha=0.6, color=cmap(k % 10), label=name)
+    ax.set(title=title, xlabel="component 1", ylabel="component 2")
+    ax.legend(markerscale=3, fontsize=7, loc="best")
+    _save(fig, path, 110)

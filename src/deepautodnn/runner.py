@@ -41,6 +41,11 @@ def _stderr(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
+def validation_size(cfg: Config, n_images: int, train_limit: int | None) -> int:
+    """Images carved from train for validation: `val_size`, or a tenth of a `--train-limit` subset."""
+    return cfg.train.val_size if not train_limit else min(cfg.train.val_size, n_images // 10)
+
+
 def load_training_split(cfg: Config, data_dir=None, train_limit: int | None = None):
     """The run's training images and labels, with its (train_idx, val_idx) split.
 
@@ -50,7 +55,7 @@ def load_training_split(cfg: Config, data_dir=None, train_limit: int | None = No
     images, labels = load_fashion_mnist("train", data_dir)
     if train_limit:
         images, labels = images[:train_limit], labels[:train_limit]
-    val_size = cfg.train.val_size if not train_limit else min(cfg.train.val_size, len(labels) // 10)
+    val_size = validation_size(cfg, len(labels), train_limit)
     try:
         train_idx, val_idx = train_val_split(labels, val_size, cfg.train.split_seed)
     except ValueError as err:
