@@ -8,12 +8,12 @@ and peak RSS. Prints JSON (and writes it with --json-out); the per-comparator JS
 from __future__ import annotations
 
 import argparse
-import json
 import resource
 import sys
 import time
 from pathlib import Path
 
+from _emit import emit_json
 from deepautodnn.baselines import parse_only, run_baselines
 from deepautodnn.system import machine_info
 
@@ -42,11 +42,7 @@ def main() -> None:
                             "predict_seconds": round(r["predict_seconds"], 1), "chosen": r["chosen"]}
                         for n, r in results.items()},
     }
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.json_out:
-        Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json_out).write_text(text + "\n")
+    emit_json(result, args.json_out)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+from _emit import emit_json
 from deepautodnn.system import machine_info
 
 
@@ -71,11 +72,7 @@ def main() -> None:
         "peak_rss_mib_max": max(r["peak_rss_mib"] for r in per_seed),
         "per_seed": per_seed,
     }
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text + "\n")
+    emit_json(result, args.out)
 
 
 if __name__ == "__main__":

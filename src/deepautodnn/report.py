@@ -96,7 +96,7 @@ def table_v(metrics: dict) -> Table:
                   "Our F1", "Our specificity"], rows)
 
 
-def _figures(model, metrics: dict, run_dir: Path, images: np.ndarray, labels: np.ndarray) -> list:
+def _figures(model, metrics: dict, run_dir: Path, images: np.ndarray, labels: np.ndarray, finetuned: bool) -> list:
     from sklearn.decomposition import PCA
 
     from .evaluate import predict_proba
@@ -117,7 +117,11 @@ def _figures(model, metrics: dict, run_dir: Path, images: np.ndarray, labels: np
     x = torch.from_numpy(images[firsts]).unsqueeze(1).float() / 255.0  # (K, 1, 28, 28)
     with torch.inference_mode():
         recon = model.reconstruct(x)
-    blocks.append(Figure("Autoencoder reconstructions: one test image per class (top) and its decoding (bottom).",
+    caption = "Autoencoder reconstructions: one test image per class (top) and its decoding (bottom)."
+    if finetuned:
+        caption += (" This run fine-tuned the encoder end to end after stage 1 and the decoder was not trained "
+                    "with it, so the reconstructions show how far the encoder moved from the autoencoder.")
+    blocks.append(Figure(caption,
                          _png(plot_reconstructions, x[:, 0].numpy(), recon[:, 0].float().numpy(),
                               labels[firsts], names)))
     proba = predict_proba(model, images)
@@ -187,7 +191,7 @@ def build_report(run_dir: str | Path, *, baselines_dir=None, ablation_dir=None, 
         Paragraph("In percent. The paper gives no specificity; ours is TN / (TN + FP)."),
         table_v(metrics),
         Heading("Figures"),
-        *_figures(model, metrics, run_dir, images, labels),
+        *_figures(model, metrics, run_dir, images, labels, finetuned="finetune" in metrics.get("stages", {})),
         Heading("Inference time"),
         Paragraph(f"Measured now on this machine ({machine['cpu']}, {timing['torch_threads']} torch threads, "
                   f"{timing['backend']}), encoder + DNN + softmax, uint8 test images."),

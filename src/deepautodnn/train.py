@@ -176,7 +176,11 @@ def _fit(
     log: EpochLogger,
     progress: bool,
 ) -> dict:
-    """The one training loop all stages share; restores the best validation epoch at the end."""
+    """The one training loop all stages share (and the torch baselines reuse).
+
+    At the end it restores the best validation epoch, or keeps the last one when
+    `tcfg.keep_best_epoch` is off or there is no validation split.
+    """
     from tqdm import tqdm
 
     torch.manual_seed(_stage_stream(seed, stage))  # dropout and augmentation noise
@@ -271,8 +275,7 @@ def train_autoencoder(model: DeepAutoDNN, data: TrainingData, tcfg: TrainConfig,
         set_modes=lambda: model.autoencoder.train(), n_train=len(data.x_train),
         epochs=tcfg.ae_epochs, batch_size=tcfg.ae_batch_size, lr=tcfg.ae_lr, tcfg=tcfg, seed=seed,
         step_loss=step_loss, data_device=data.x_train.device, validate=validate, score_key="val_mse",
-        higher_is_better=False,
-        log=log, progress=progress,
+        higher_is_better=False, log=log, progress=progress,
     )
 
 
@@ -356,8 +359,8 @@ def train_classifier(model: DeepAutoDNN, data: TrainingData, tcfg: TrainConfig, 
         return _fit(
             stage=stage, model=model, params=params, set_modes=set_modes,
             n_train=len(data.x_train), epochs=epochs, batch_size=batch_size, lr=lr, tcfg=tcfg,
-            seed=seed, step_loss=step_loss, data_device=data.x_train.device, validate=validate, score_key="val_acc",
-            higher_is_better=True, log=log, progress=progress,
+            seed=seed, step_loss=step_loss, data_device=data.x_train.device, validate=validate,
+            score_key="val_acc", higher_is_better=True, log=log, progress=progress,
         )
     finally:
         for p in model.encoder.parameters():
