@@ -57,7 +57,7 @@ def test_predict_pngs_agree_with_in_memory_predictions(tmp_path, tiny_run, data_
         assert len(p["top_k"]) == 2 and p["top_k"][0]["label"] == p["label"]
 
     csv_out = cli("predict", run_dir, folder / "img00.png", "--format", "csv").stdout.splitlines()
-    assert csv_out[0] == "file,label,label_index,probability,top_k" and len(csv_out) == 2
+    assert csv_out[0] == "file,label,label_index,probability,unknown,unknown_score,top_k" and len(csv_out) == 2
     table = cli("predict", run_dir, folder / "img01.png").stdout
     assert CLASS_NAMES[int(expected[1].argmax())] in table
 

@@ -43,6 +43,12 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=int, default=3, help="classes to list per image (default: 3)")
     p.add_argument("--format", default="table", choices=["table", "json", "csv"], help="output format (default: table)")
 
+    c = sub.add_parser("calibrate", help="fit unknown-input detection on a model's validation split")
+    c.add_argument("model_dir")
+    c.add_argument("--false-alarm-rate", type=float, default=0.05,
+                   help="share of validation images that may be flagged unknown (default: 0.05)")
+    c.add_argument("--data-dir", help="folder with the Fashion-MNIST IDX files")
+
     b = sub.add_parser("baselines", help="train and test the Table IV comparators on the same split")
     b.add_argument("--only", help="comma-separated comparators (default: all; see --list)")
     b.add_argument("--list", action="store_true", help="list the comparators and exit")
@@ -129,29 +135,47 @@ def cmd_evaluate(args) -> int:
 def cmd_predict(args) -> int:
     from .checkpoint import load_model
     from .predict import predict_files
+    from .unknown import UNKNOWN_FILE, UnknownDetector
 
     if args.top_k < 1:
         raise ValueError("--top-k must be >= 1")
     model = load_model(args.model_dir)
-    report = predict_files(model, args.inputs, top_k=args.top_k)
+    detector = UnknownDetector.load(args.model_dir)
+    if detector is None:
+        print(f"deepautodnn: {args.model_dir} has no {UNKNOWN_FILE}; unknown-input detection is off "
+              f"(run `deepautodnn calibrate {args.model_dir}`)", file=sys.stderr)
+    report = predict_files(model, args.inputs, top_k=args.top_k, detector=detector)
     for err in report.errors:
         print(f"deepautodnn: skipped {err['error']}", file=sys.stderr)
     if args.format == "json":
         print(json.dumps(report.predictions, indent=2))
     elif args.format == "csv":
         writer = csv.writer(sys.stdout)
-        writer.writerow(["file", "label", "label_index", "probability", "top_k"])
+        writer.writerow(["file", "label", "label_index", "probability", "unknown", "unknown_score", "top_k"])
         for p in report.predictions:
             top = ";".join(f"{t['label']}:{t['probability']:.4f}" for t in p["top_k"])
-            writer.writerow([p["file"], p["label"], p["label_index"], f"{p['probability']:.6f}", top])
+            score = "" if p["unknown_score"] is None else f"{p['unknown_score']:.4f}"
+            unknown = "" if p["unknown"] is None else str(p["unknown"]).lower()
+            writer.writerow([p["file"], p["label"], p["label_index"], f"{p['probability']:.6f}", unknown, score, top])
     else:
         for p in report.predictions:
             top = ", ".join(f"{t['label']} {t['probability'] * 100:.1f}%" for t in p["top_k"])
-            print(f"{p['file']}\t{p['label']}\t({top})")
+            flag = f"\tUNKNOWN (score {p['unknown_score']:.2f})" if p["unknown"] else ""
+            print(f"{p['file']}\t{p['label']}\t({top}){flag}")
     if not report.predictions and not report.errors:
         print("deepautodnn: no image files found in the given inputs", file=sys.stderr)
         return 1
     return 1 if report.errors else 0
+
+
+def cmd_calibrate(args) -> int:
+    from .unknown import UNKNOWN_FILE, calibrate_model_dir
+
+    det = calibrate_model_dir(args.model_dir, data_dir=args.data_dir, false_alarm_rate=args.false_alarm_rate)
+    print(f"reconstruction MSE threshold {det.recon_threshold:.5f}, uncertainty threshold "
+          f"{det.uncertainty_threshold:.4f}; flags {det.validation_false_alarm_rate * 100:.1f}% of "
+          f"{det.n_calibration} validation images -> {Path(args.model_dir) / UNKNOWN_FILE}")
+    return 0
 
 
 def cmd_baselines(args) -> int:
@@ -238,7 +262,8 @@ def cmd_info(args) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "baselines": cmd_baselines,
+COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "calibrate": cmd_calibrate,
+            "baselines": cmd_baselines,
             "report": cmd_report, "ablate": cmd_ablate, "info": cmd_info}
 
 

@@ -1,49 +1,15 @@
-"""Image files in, class predictions out.
-
-Images are converted to the model's input the simple way: EXIF orientation applied, grayscale,
-resized to 28x28. (Robust preprocessing for real product photos is a later step.)
-"""
+"""Image files in, class predictions out, through the one preprocessing path (`preprocess`)."""
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from .preprocess import ImageError, load_image
+
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
-MAX_FILE_BYTES = 50 * 2**20  # refuse files over 50 MiB before reading them
-
-
-class ImageError(ValueError):
-    """An input image can't be used. The message names the file."""
-
-
-def load_image(path: str | os.PathLike, size: int = 28) -> np.ndarray:
-    """A uint8 (size, size) grayscale array from an image file."""
-    from PIL import Image, ImageOps, UnidentifiedImageError
-
-    path = Path(path)
-    try:
-        if path.stat().st_size > MAX_FILE_BYTES:
-            raise ImageError(f"{path}: file is larger than {MAX_FILE_BYTES // 2**20} MiB")
-        with Image.open(path) as img:
-            img = ImageOps.exif_transpose(img)
-            img = img.convert("L")
-            if img.size != (size, size):
-                img = img.resize((size, size), Image.Resampling.LANCZOS)
-            return np.asarray(img, dtype=np.uint8).copy()
-    except ImageError:
-        raise
-    except FileNotFoundError:
-        raise ImageError(f"{path}: file not found") from None
-    except IsADirectoryError:
-        raise ImageError(f"{path}: is a directory") from None
-    except UnidentifiedImageError:
-        raise ImageError(f"{path}: not an image file (unrecognised format)") from None
-    except (OSError, ValueError, Image.DecompressionBombError) as err:
-        raise ImageError(f"{path}: cannot decode image ({err})") from None
 
 
 def expand_inputs(paths) -> list[Path]:
@@ -63,9 +29,14 @@ class PredictionReport:
     errors: list[dict]  # {"file": ..., "error": ...} for each file that could not be used
 
 
-def predict_files(model, paths, top_k: int = 3, batch_size: int = 256) -> PredictionReport:
-    """Predict every readable image in `paths`; unreadable ones are reported, not fatal."""
-    from .evaluate import predict_proba
+def predict_files(model, paths, top_k: int = 3, batch_size: int = 256, detector=None) -> PredictionReport:
+    """Predict every readable image in `paths`; unreadable ones are reported, not fatal.
+
+    With an `UnknownDetector` (the model directory's `unknown.json`), each prediction says whether
+    the input looks unlike the training data (`unknown`) and by how much (`unknown_score`, > 1 is
+    unknown); without one both are None.
+    """
+    from .unknown import score_images
 
     names = model.config.class_names
     size = model.config.image_size
@@ -78,15 +49,19 @@ def predict_files(model, paths, top_k: int = 3, batch_size: int = 256) -> Predic
             errors.append({"file": str(path), "error": str(err)})
     predictions = []
     if images:
-        proba = predict_proba(model, np.stack(images), batch_size)
+        proba, recon_error = score_images(model, np.stack(images), batch_size,
+                                          autoencoder=detector.autoencoder if detector else None)
+        scores = detector.scores(proba, recon_error) if detector else [None] * len(proba)
         k = max(1, min(top_k, len(names)))
-        for path, p in zip(good, proba):
+        for path, p, score in zip(good, proba, scores):
             order = np.argsort(-p, kind="stable")[:k]
             predictions.append({
                 "file": str(path),
                 "label": names[order[0]],
                 "label_index": int(order[0]),
                 "probability": float(p[order[0]]),
+                "unknown": None if score is None else bool(score > 1.0),
+                "unknown_score": None if score is None else float(score),
                 "top_k": [{"label": names[i], "label_index": int(i), "probability": float(p[i])} for i in order],
             })
     return PredictionReport(predictions, errors)

@@ -139,8 +139,25 @@ def train_run(cfg: Config, run_dir: str | Path, *, seed: int = 0, data_dir=None,
         "machine": machine_info(),
     }
     save_model(run_dir, model, cfg, metrics, seed=seed, train_limit=train_limit)
+    _calibrate_unknown(model, cfg, images[val_idx], run_dir, dev, echo)
     write_report(run_dir, metrics)
     return metrics
+
+
+def _calibrate_unknown(model, cfg: Config, val_images, run_dir: Path, dev, echo) -> None:
+    """unknown.json beside the model, fit on the validation split (skipped if it is too small).
+
+    After end-to-end fine-tuning the model's decoder no longer fits its encoder, so the stage-1
+    autoencoder is kept beside it for the reconstruction score.
+    """
+    from .unknown import UnknownDetector, save_reference_autoencoder, score_images
+
+    if len(val_images) < 20:
+        echo("validation split too small to calibrate unknown-input detection; skipped")
+        return
+    reference = save_reference_autoencoder(run_dir, cfg)
+    det = UnknownDetector.calibrate(*score_images(model, val_images, device=dev, autoencoder=reference))
+    det.save(run_dir)
 
 
 def write_report(run_dir: str | Path, metrics: dict) -> str:
