@@ -7,7 +7,7 @@
 2. Unknown-input detection at the model's calibrated false-alarm rate (`unknown.json`): the
    share flagged among the test images (false alarms), the product shots, and out-of-distribution
    images that installed packages ship: scikit-learn's digits, scikit-image's sample photos, and
-   uniform random noise.
+   uniform random noise at 28x28 and at 256x256 pixels.
 
     python benchmarks/real_images.py MODEL_DIR [--n 1000] > results/real_images_fast_seed0_cpu.json
 """
@@ -76,8 +76,10 @@ def ood_sets(rng: np.random.Generator) -> dict[str, list[np.ndarray]]:
             arr = (arr > 0).astype(np.uint8) * 255 if arr.dtype == bool else arr.astype(np.uint8)
         photos.append(load_image(encode(Image.fromarray(arr), "PNG"), name=name))
     sets["skimage_photos"] = photos
-    sets["uniform_noise"] = [load_image(encode(Image.fromarray(rng.integers(0, 256, (28, 28), dtype=np.uint8)), "PNG"))
-                             for _ in range(500)]
+    for side in (28, 256):  # resizing 256 -> 28 smooths the noise into a grey blob
+        sets[f"uniform_noise_{side}px"] = [
+            load_image(encode(Image.fromarray(rng.integers(0, 256, (side, side), dtype=np.uint8)), "PNG"))
+            for _ in range(500)]
     return sets
 
 
