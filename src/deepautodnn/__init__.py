@@ -16,11 +16,13 @@ from .data import CLASS_NAMES, load_fashion_mnist  # noqa: E402
 from .evaluate import classification_metrics, evaluate_model, predict_proba  # noqa: E402
 from .models import ConvAutoencoder, DeepAutoDNN, DeepClassifier  # noqa: E402
 from .predict import predict_files  # noqa: E402
+from .preprocess import ImageError, load_image  # noqa: E402
 from .report import write_paper_report  # noqa: E402
 from .runner import train_run  # noqa: E402
+from .unknown import UnknownDetector  # noqa: E402
 
 __all__ = [
-    "CLASS_NAMES", "Config", "ConvAutoencoder", "DeepAutoDNN", "DeepClassifier", "ModelConfig",
+    "CLASS_NAMES", "Config", "ImageError", "UnknownDetector", "load_image", "ConvAutoencoder", "DeepAutoDNN", "DeepClassifier", "ModelConfig",
     "TrainConfig", "classification_metrics", "evaluate_model", "get_preset", "load_fashion_mnist",
     "load_model", "predict_files", "predict_proba", "run_ablation", "run_baselines", "save_model", "train_run",
     "write_paper_report",
