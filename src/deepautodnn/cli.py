@@ -215,9 +215,12 @@ def cmd_report(args) -> int:
 
 def _int_list(text: str, flag: str) -> list[int]:
     try:
-        return [int(p) for p in text.split(",") if p.strip()]
+        values = [int(p) for p in text.split(",") if p.strip()]
     except ValueError:
-        raise ValueError(f"{flag} takes comma-separated whole numbers, got {text!r}") from None
+        values = []
+    if not values:
+        raise ValueError(f"{flag} takes comma-separated whole numbers, got {text!r}")
+    return values
 
 
 def cmd_ablate(args) -> int:
@@ -262,9 +265,10 @@ def cmd_info(args) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "calibrate": cmd_calibrate,
-            "baselines": cmd_baselines,
-            "report": cmd_report, "ablate": cmd_ablate, "info": cmd_info}
+COMMANDS = {
+    "train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "calibrate": cmd_calibrate,
+    "baselines": cmd_baselines, "report": cmd_report, "ablate": cmd_ablate, "info": cmd_info,
+}
 
 
 def main(argv=None) -> int:
