@@ -20,6 +20,9 @@ def get_args_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="train a model on Fashion-MNIST and report on the test split")
     t.add_argument("--preset", default="fast", choices=["paper", "fast"], help="settings to use (default: fast)")
+    t.add_argument("--data", default="fashion-mnist",
+                   help="images to train on: fashion-mnist (default), imagefolder:PATH (one sub-folder per class) "
+                        "or csv:PATH (Kaggle layout: label,pixel1..pixel784)")
     t.add_argument("--data-dir", help="folder with the Fashion-MNIST IDX files (default: search, then download)")
     t.add_argument("--out", help="run directory (default: runs/PRESET-seedN)")
     t.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
@@ -98,32 +101,24 @@ def cmd_train(args) -> int:
         raise ValueError("--train-limit must be at least 20 images")
     out = args.out or f"runs/{args.preset}-seed{args.seed}"
     metrics = train_run(cfg, out, seed=args.seed, data_dir=args.data_dir, device=args.device,
-                        train_limit=args.train_limit, resume=args.resume)
+                        train_limit=args.train_limit, resume=args.resume, data=args.data)
     if not args.quiet:
         print(Path(out, "report.md").read_text())
     print(f"test accuracy {metrics['accuracy'] * 100:.2f}%  ->  {out}", file=sys.stderr)
     return 0
 
 
-def _val_split(model_dir, data_dir):
-    from .checkpoint import load_config, read_json
-    from .runner import load_training_split
-
-    limit = read_json(Path(model_dir) / "config.json").get("train_limit")
-    images, labels, _, val_idx = load_training_split(load_config(model_dir), data_dir, limit)
-    return images[val_idx], labels[val_idx]
-
-
 def cmd_evaluate(args) -> int:
     from .checkpoint import load_model
-    from .data import load_fashion_mnist
     from .evaluate import evaluate_model, metrics_markdown
+    from .runner import load_model_run_data
 
     model = load_model(args.model_dir)
+    data = load_model_run_data(args.model_dir, args.data_dir)  # the images and splits it trained on
     if args.split == "test":
-        images, labels = load_fashion_mnist("test", args.data_dir)
+        images, labels = data.test_images, data.test_labels
     else:
-        images, labels = _val_split(args.model_dir, args.data_dir)
+        images, labels = data.images[data.val_idx], data.labels[data.val_idx]
     metrics = {"split": args.split, **evaluate_model(model, images, labels)}
     if args.json:
         print(json.dumps(metrics, indent=2))

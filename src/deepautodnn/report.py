@@ -152,6 +152,9 @@ def build_report(run_dir: str | Path, *, baselines_dir=None, ablation_dir=None, 
     if not (run_dir / METRICS_FILE).exists():
         raise ModelFileError(f"{run_dir}: no {METRICS_FILE}; is this a finished `deepautodnn train` run?")
     metrics = read_json(run_dir / METRICS_FILE)
+    if metrics.get("data", "fashion-mnist") != "fashion-mnist":
+        raise ModelFileError(f"{run_dir}: trained on {metrics['data']}; the report compares with the paper's "
+                             f"Fashion-MNIST results, so it needs a Fashion-MNIST run")
     cfg = load_config(run_dir)
     model = load_model(run_dir).eval()
     images, labels = load_fashion_mnist("test", data_dir)

@@ -20,7 +20,7 @@ from .checkpoint import (
     read_json, save_model, save_weights,
 )
 from .config import Config
-from .data import load_fashion_mnist, train_val_split
+from .sources import RunData, load_run_data
 from .evaluate import evaluate_model, metrics_markdown
 from .models import DeepAutoDNN
 from .system import machine_info
@@ -46,28 +46,36 @@ def validation_size(cfg: Config, n_images: int, train_limit: int | None) -> int:
     return cfg.train.val_size if not train_limit else min(cfg.train.val_size, n_images // 10)
 
 
-def load_training_split(cfg: Config, data_dir=None, train_limit: int | None = None):
+def load_training_split(cfg: Config, data_dir=None, train_limit: int | None = None, source: str | None = None):
     """The run's training images and labels, with its (train_idx, val_idx) split.
 
     With `train_limit`, only the first N images are used and the validation split shrinks to a
-    tenth of them.
+    tenth of them. `source` is a `--data` value (default Fashion-MNIST; see `sources`).
     """
-    images, labels = load_fashion_mnist("train", data_dir)
-    if train_limit:
-        images, labels = images[:train_limit], labels[:train_limit]
-    val_size = validation_size(cfg, len(labels), train_limit)
-    try:
-        train_idx, val_idx = train_val_split(labels, val_size, cfg.train.split_seed)
-    except ValueError as err:
-        raise RunError(f"cannot carve a stratified validation split from {len(labels)} images ({err})") from None
-    return images, labels, train_idx, val_idx
+    d = load_run_data_from_config(cfg, source, data_dir, train_limit)
+    return d.images, d.labels, d.train_idx, d.val_idx
+
+
+def load_run_data_from_config(cfg: Config, source, data_dir=None, train_limit=None) -> RunData:
+    return load_run_data(source, size=cfg.model.image_size, val_size=cfg.train.val_size,
+                         split_seed=cfg.train.split_seed, data_dir=data_dir, train_limit=train_limit)
+
+
+def load_model_run_data(model_dir, data_dir=None) -> RunData:
+    """The same images and splits a model directory was trained on (from its config.json)."""
+    saved = read_json(Path(model_dir) / CONFIG_FILE)
+    from .checkpoint import load_config
+
+    return load_run_data_from_config(load_config(model_dir), saved.get("data"), data_dir, saved.get("train_limit"))
 
 
 def train_run(cfg: Config, run_dir: str | Path, *, seed: int = 0, data_dir=None, device: str = "auto",
               train_limit: int | None = None, resume: bool = False, progress: bool | None = None,
-              echo: Callable[[str], None] = _stderr) -> dict:
+              data: str | None = None, echo: Callable[[str], None] = _stderr) -> dict:
     """Train every stage of `cfg` into `run_dir`, then evaluate on the test split.
 
+    `data` is where the images come from (`--data`: Fashion-MNIST by default, or
+    `imagefolder:PATH` / `csv:PATH`, see `sources`); the class names come with it.
     Returns the metrics written to `run_dir/metrics.json`.
     """
     run_dir = Path(run_dir)
@@ -81,19 +89,25 @@ def train_run(cfg: Config, run_dir: str | Path, *, seed: int = 0, data_dir=None,
         saved = read_json(run_dir / CONFIG_FILE)
         cfg = Config.from_dict(saved)
         seed, train_limit = saved.get("seed", seed), saved.get("train_limit", train_limit)
+        data = saved.get("data", data)
         completed = read_json(progress_path)["completed"] if progress_path.exists() else []
     else:
         if (run_dir / CONFIG_FILE).exists():
             raise RunError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --out")
         completed = []
     dev = select_device(device)
+    source = load_run_data_from_config(cfg, data, data_dir, train_limit)
+    for item in source.skipped:
+        echo(f"skipped {item['error']}")
+    cfg.model.class_names = tuple(source.class_names)
     run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(run_dir / CONFIG_FILE, config_to_json(cfg, seed=seed, train_limit=train_limit))
+    atomic_write_json(run_dir / CONFIG_FILE, config_to_json(cfg, seed=seed, train_limit=train_limit, data=data))
 
-    images, labels, train_idx, val_idx = load_training_split(cfg, data_dir, train_limit)
-    data = to_device_data(images, labels, train_idx, val_idx, dev)
+    images, train_idx, val_idx = source.images, source.train_idx, source.val_idx
+    tensors = to_device_data(images, source.labels, train_idx, val_idx, dev)
     echo(f"deepautodnn {__version__}: preset {cfg.preset}, seed {seed}, device {dev}, "
-         f"{len(train_idx)} train / {len(val_idx)} val images -> {run_dir}")
+         f"{len(train_idx)} train / {len(val_idx)} val / {len(source.test_labels)} test images, "
+         f"{len(source.class_names)} classes -> {run_dir}")
 
     seed_everything(seed)
     model = DeepAutoDNN(cfg.model)
@@ -112,9 +126,9 @@ def train_run(cfg: Config, run_dir: str | Path, *, seed: int = 0, data_dir=None,
             continue
         start = time.perf_counter()
         if stage == "ae":
-            summary = train_autoencoder(model, data, cfg.train, seed=seed, device=dev, log=log, progress=progress)
+            summary = train_autoencoder(model, tensors, cfg.train, seed=seed, device=dev, log=log, progress=progress)
         else:
-            summary = train_classifier(model, data, cfg.train, stage=stage, seed=seed, device=dev,
+            summary = train_classifier(model, tensors, cfg.train, stage=stage, seed=seed, device=dev,
                                        log=log, progress=progress)
         summary["seconds"] = time.perf_counter() - start
         # Save the finished stage before the next one starts.
@@ -125,8 +139,7 @@ def train_run(cfg: Config, run_dir: str | Path, *, seed: int = 0, data_dir=None,
         echo(f"stage {stage} done in {summary['seconds']:.1f}s (best epoch {summary['best_epoch']})")
 
     model = model.to(memory_format=torch.contiguous_format).eval()
-    test_images, test_labels = load_fashion_mnist("test", data_dir)
-    test = evaluate_model(model, test_images, test_labels, device=dev)
+    test = evaluate_model(model, source.test_images, source.test_labels, device=dev)
     metrics = {
         "split": "test",
         **test,
@@ -135,10 +148,12 @@ def train_run(cfg: Config, run_dir: str | Path, *, seed: int = 0, data_dir=None,
         "seed": seed,
         "preset": cfg.preset,
         "train_limit": train_limit,
+        "data": data or "fashion-mnist",
+        "skipped_files": source.skipped,
         "device": str(dev),
         "machine": machine_info(),
     }
-    save_model(run_dir, model, cfg, metrics, seed=seed, train_limit=train_limit)
+    save_model(run_dir, model, cfg, metrics, seed=seed, train_limit=train_limit, data=data)
     _calibrate_unknown(model, cfg, images[val_idx], run_dir, dev, echo)
     write_report(run_dir, metrics)
     return metrics

@@ -141,13 +141,12 @@ def calibrate_model_dir(model_dir: str | Path, *, data_dir=None, false_alarm_rat
                         device="cpu") -> UnknownDetector:
     """Fit the detector on the validation split the model was selected on; save it beside the model."""
     from .checkpoint import load_config, load_model
-    from .runner import load_training_split
+    from .runner import load_model_run_data
 
-    limit = read_json(Path(model_dir) / "config.json").get("train_limit")
-    images, _, _, val_idx = load_training_split(load_config(model_dir), data_dir, limit)
+    data = load_model_run_data(model_dir, data_dir)
     model = load_model(model_dir)
     reference = load_reference_autoencoder(model_dir) or save_reference_autoencoder(model_dir, load_config(model_dir))
-    proba, err = score_images(model, images[val_idx], device=device, autoencoder=reference)
+    proba, err = score_images(model, data.images[data.val_idx], device=device, autoencoder=reference)
     det = UnknownDetector.calibrate(proba, err, false_alarm_rate)
     det.save(model_dir)
     det.autoencoder = reference
