@@ -45,6 +45,23 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR")
     p.add_argument("--top-k", type=int, default=3, help="classes to list per image (default: 3)")
     p.add_argument("--format", default="table", choices=["table", "json", "csv"], help="output format (default: table)")
+    p.add_argument("--backend", default="torch", choices=["torch", "onnx"],
+                   help="run the model with PyTorch or its exported MODEL_DIR/model.onnx (default: torch)")
+
+    s = sub.add_parser("serve", help="HTTP prediction service with a web page (FastAPI + uvicorn)")
+    s.add_argument("model_dir")
+    s.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
+    s.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
+    s.add_argument("--backend", default="torch", choices=["torch", "onnx"], help="default: torch")
+    s.add_argument("--token", help="require 'Authorization: Bearer TOKEN' (default: $DEEPAUTODNN_TOKEN); "
+                                   "required when binding to a non-loopback address")
+    s.add_argument("--max-body-mb", type=float, default=10, help="largest request body in MiB (default: 10)")
+
+    x = sub.add_parser("export", help="export a model directory to ONNX, checked against PyTorch")
+    x.add_argument("model_dir")
+    x.add_argument("--onnx", help="output file (default: MODEL_DIR/model.onnx, which --backend onnx uses)")
+    x.add_argument("--data-dir", help="folder with the Fashion-MNIST IDX files (for the parity check)")
+    x.add_argument("--parity-images", type=int, default=1000, help="test images for the parity check (default: 1000)")
 
     c = sub.add_parser("calibrate", help="fit unknown-input detection on a model's validation split")
     c.add_argument("model_dir")
@@ -134,12 +151,15 @@ def cmd_predict(args) -> int:
 
     if args.top_k < 1:
         raise ValueError("--top-k must be >= 1")
+    from .inference import make_backend
+
     model = load_model(args.model_dir)
+    backend = make_backend(args.model_dir, args.backend) if args.backend != "torch" else None
     detector = UnknownDetector.load(args.model_dir)
     if detector is None:
         print(f"deepautodnn: {args.model_dir} has no {UNKNOWN_FILE}; unknown-input detection is off "
               f"(run `deepautodnn calibrate {args.model_dir}`)", file=sys.stderr)
-    report = predict_files(model, args.inputs, top_k=args.top_k, detector=detector)
+    report = predict_files(model, args.inputs, top_k=args.top_k, detector=detector, backend=backend)
     for err in report.errors:
         print(f"deepautodnn: skipped {err['error']}", file=sys.stderr)
     if args.format == "json":
@@ -161,6 +181,50 @@ def cmd_predict(args) -> int:
         print("deepautodnn: no image files found in the given inputs", file=sys.stderr)
         return 1
     return 1 if report.errors else 0
+
+
+def cmd_serve(args) -> int:
+    import os
+
+    import uvicorn
+
+    from .service import create_app, is_loopback
+
+    token = args.token or os.environ.get("DEEPAUTODNN_TOKEN") or None
+    if not is_loopback(args.host) and not token:
+        raise ValueError(f"binding to {args.host} exposes the service beyond this machine; "
+                         "set --token or DEEPAUTODNN_TOKEN")
+    if args.max_body_mb <= 0:
+        raise ValueError("--max-body-mb must be > 0")
+    from .checkpoint import load_config
+
+    load_config(args.model_dir)  # fail now, with a clear message, if the directory is not a model
+    app = create_app(args.model_dir, backend=args.backend, token=token, max_body_bytes=int(args.max_body_mb * 2**20))
+    uvicorn.run(app, host=args.host, port=args.port, log_level="info")
+    return 0
+
+
+def cmd_export(args) -> int:
+    import numpy as np
+
+    from .checkpoint import load_config
+    from .data import DataError
+    from .export import export_onnx, onnx_parity
+    from .runner import load_model_run_data
+
+    path = export_onnx(args.model_dir, args.onnx)
+    try:
+        images = load_model_run_data(args.model_dir, args.data_dir).test_images[:args.parity_images]
+    except DataError as err:  # the training data is not here: check on random images instead
+        print(f"deepautodnn: parity on random images ({err})", file=sys.stderr)
+        size = load_config(args.model_dir).model.image_size
+        images = np.random.default_rng(0).integers(0, 256, (args.parity_images, size, size), dtype=np.uint8)
+    parity = onnx_parity(args.model_dir, path, images)
+    print(json.dumps({"onnx": str(path), **parity}, indent=2))
+    if parity["argmax_agreement"] < 1.0 or parity["max_abs_diff_probabilities"] >= 1e-4:
+        print("deepautodnn: the ONNX file does not match PyTorch closely enough", file=sys.stderr)
+        return 1
+    return 0
 
 
 def cmd_calibrate(args) -> int:
@@ -261,7 +325,8 @@ def cmd_info(args) -> int:
 
 
 COMMANDS = {
-    "train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "calibrate": cmd_calibrate,
+    "train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "serve": cmd_serve,
+    "export": cmd_export, "calibrate": cmd_calibrate,
     "baselines": cmd_baselines, "report": cmd_report, "ablate": cmd_ablate, "info": cmd_info,
 }
 

@@ -29,12 +29,14 @@ class PredictionReport:
     errors: list[dict]  # {"file": ..., "error": ...} for each file that could not be used
 
 
-def predict_files(model, paths, top_k: int = 3, batch_size: int = 256, detector=None) -> PredictionReport:
+def predict_files(model, paths, top_k: int = 3, batch_size: int = 256, detector=None,
+                  backend=None) -> PredictionReport:
     """Predict every readable image in `paths`; unreadable ones are reported, not fatal.
 
     With an `UnknownDetector` (the model directory's `unknown.json`), each prediction says whether
     the input looks unlike the training data (`unknown`) and by how much (`unknown_score`, > 1 is
-    unknown); without one both are None.
+    unknown); without one both are None. `backend` (see `deepautodnn.inference`, e.g. ONNX) runs
+    the model instead of `model` itself.
     """
     from .unknown import score_images
 
@@ -49,8 +51,15 @@ def predict_files(model, paths, top_k: int = 3, batch_size: int = 256, detector=
             errors.append({"file": str(path), "error": str(err)})
     predictions = []
     if images:
-        proba, recon_error = score_images(model, np.stack(images), batch_size,
-                                          autoencoder=detector.autoencoder if detector else None)
+        if backend is not None:
+            from .inference import reconstruction_error
+
+            batch = np.stack(images)
+            proba, recon = backend.run(batch)
+            recon_error = reconstruction_error(batch, recon)
+        else:
+            proba, recon_error = score_images(model, np.stack(images), batch_size,
+                                              autoencoder=detector.autoencoder if detector else None)
         scores = detector.scores(proba, recon_error) if detector else [None] * len(proba)
         k = max(1, min(top_k, len(names)))
         for path, p, score in zip(good, proba, scores):

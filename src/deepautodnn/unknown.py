@@ -35,19 +35,18 @@ def score_images(model, images_u8: np.ndarray, batch_size: int = 1024, device="c
     The reconstruction is by `autoencoder` (the stage-1 reference) when given, else by the
     model's own autoencoder, sharing the classifier's encoder pass.
     """
-    model = model.to(device).eval()
-    if autoencoder is not None:
-        autoencoder = autoencoder.to(device).eval()
+    from .inference import InferenceGraph
+
+    graph = InferenceGraph(model, autoencoder).to(device).eval()
     x_all = torch.as_tensor(images_u8)
     if x_all.ndim == 3:
         x_all = x_all.unsqueeze(1)  # (N, H, W) -> (N, 1, H, W)
     probas, errors = [], []
     for chunk in x_all.split(batch_size):
         x = chunk.to(device).float() / 255.0
-        z = model.encoder(x)  # (B, C, H', W')
-        probas.append(torch.softmax(model.classifier(z).float(), 1).cpu())
-        recon = (autoencoder(x) if autoencoder is not None else model.autoencoder.decoder(z)).float()  # (B, 1, H, W)
-        errors.append(((recon - x) ** 2).flatten(1).mean(1).cpu())
+        proba, recon = graph(x)  # (B, K), (B, 1, H, W)
+        probas.append(proba.float().cpu())
+        errors.append(((recon.float() - x) ** 2).flatten(1).mean(1).cpu())
     if not probas:
         return np.zeros((0, model.config.num_classes), np.float32), np.zeros(0, np.float32)
     return torch.cat(probas).numpy(), torch.cat(errors).numpy()

@@ -1,0 +1,207 @@
+"""The HTTP prediction service: `create_app(model_dir)` builds a FastAPI app; `deepautodnn serve`
+runs it with uvicorn.
+
+Endpoints: `POST /v1/predict` (multipart field `files`, one or more images), `GET /v1/model`,
+`GET /livez`, `GET /readyz` (503 until the model is loaded), `GET /` (a page to try it), and the
+OpenAPI docs at `/docs`. Every error is JSON `{"detail": "..."}` with a 4xx status: 401 without
+the bearer token when one is set, 413 for a body over the cap (refused as soon as the declared
+length or the bytes read pass it), 415 for a body that is not multipart/form-data, 422 for a
+missing field or an image that can't be decoded.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import secrets
+import threading
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import numpy as np
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import HTMLResponse, JSONResponse
+
+DEFAULT_MAX_BODY_BYTES = 10 * 2**20
+MAX_FILES = 64
+
+
+class Predictor:
+    """The loaded model: backend, class names, unknown detector, and what /v1/model reports."""
+
+    def __init__(self, model_dir: str | Path, backend: str):
+        from . import __version__
+        from .checkpoint import METRICS_FILE, load_config, read_json
+        from .inference import make_backend
+        from .unknown import UnknownDetector
+
+        model_dir = Path(model_dir)
+        cfg = load_config(model_dir)
+        self.class_names = list(cfg.model.class_names)
+        self.size = cfg.model.image_size
+        self.backend = make_backend(model_dir, backend)
+        self.detector = UnknownDetector.load(model_dir)
+        metrics = read_json(model_dir / METRICS_FILE) if (model_dir / METRICS_FILE).exists() else {}
+        self.info = {
+            "classes": self.class_names,
+            "input_shape": [1, self.size, self.size],
+            "input": "any image file; see deepautodnn.preprocess for how it becomes the model's input",
+            "preset": cfg.preset,
+            "backend": self.backend.name,
+            "unknown_detection": self.detector is not None,
+            "test_accuracy": metrics.get("accuracy"),
+            "metrics": {k: metrics[k] for k in ("accuracy", "macro", "n", "data") if k in metrics},
+            "deepautodnn_version": __version__,
+        }
+
+    def predict(self, images: np.ndarray, names: list[str], top_k: int, details: bool) -> list[dict]:
+        from .inference import reconstruction_error
+
+        proba, recon = self.backend.run(images)
+        scores = self.detector.scores(proba, reconstruction_error(images, recon)) if self.detector else None
+        out = []
+        for i, (name, p) in enumerate(zip(names, proba)):
+            order = np.argsort(-p, kind="stable")[:top_k]
+            item = {
+                "file": name,
+                "label": self.class_names[order[0]],
+                "label_index": int(order[0]),
+                "probability": float(p[order[0]]),
+                "probabilities": {c: float(v) for c, v in zip(self.class_names, p)},
+                "top_k": [{"label": self.class_names[j], "label_index": int(j), "probability": float(p[j])}
+                          for j in order],
+                "unknown": None if scores is None else bool(scores[i] > 1.0),
+                "unknown_score": None if scores is None else float(scores[i]),
+            }
+            if details:
+                item["input_png"] = _png_base64(images[i])
+                item["reconstruction_png"] = _png_base64(np.clip(recon[i] * 255.0 + 0.5, 0, 255).astype(np.uint8))
+            out.append(item)
+        return out
+
+
+def _png_base64(arr: np.ndarray) -> str:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, "PNG")
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def create_app(model_dir: str | Path, *, backend: str = "torch", token: str | None = None,
+               max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, load_in_background: bool = True):
+    """The FastAPI app. The model loads once, in the app's lifespan, on a background thread so that
+    /livez answers at once and /readyz says 503 until it is ready."""
+    from .preprocess import ImageError, load_image
+    from .webpage import PAGE
+
+    state: dict = {"predictor": None, "error": None}
+
+    def load() -> None:
+        try:
+            state["predictor"] = Predictor(model_dir, backend)
+        except Exception as err:  # reported by /readyz; the process keeps answering
+            state["error"] = f"{type(err).__name__}: {err}"
+
+    @asynccontextmanager
+    async def lifespan(app):
+        if load_in_background:
+            threading.Thread(target=load, name="deepautodnn-load", daemon=True).start()
+        else:
+            load()
+        yield
+
+    app = FastAPI(title="deepautodnn", version=_version(), lifespan=lifespan,
+                  description="DeepAutoDNN apparel classifier: image in, class probabilities out.")
+
+    def authorise(request: Request) -> None:
+        if token is None:
+            return
+        sent = request.headers.get("authorization", "")
+        if not (sent.startswith("Bearer ") and secrets.compare_digest(sent[7:].encode(), token.encode())):
+            raise HTTPException(401, "missing or wrong bearer token (send 'Authorization: Bearer TOKEN')",
+                                headers={"WWW-Authenticate": "Bearer"})
+
+    def ready() -> Predictor:
+        if state["predictor"] is None:
+            raise HTTPException(503, state["error"] or "model is still loading")
+        return state["predictor"]
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, err: Exception):  # a bug, never a bare traceback
+        return JSONResponse({"detail": f"internal error: {type(err).__name__}"}, status_code=500)
+
+    @app.get("/livez")
+    def livez():
+        return {"status": "alive"}
+
+    @app.get("/readyz")
+    def readyz():
+        ready()
+        return {"status": "ready"}
+
+    @app.get("/v1/model")
+    def model_info(request: Request):
+        authorise(request)
+        return ready().info
+
+    @app.post("/v1/predict")
+    async def predict(request: Request, top_k: int = 3, details: bool = False):
+        """Classify one or more images sent as multipart form field `files`."""
+        authorise(request)
+        predictor = ready()
+        kind = request.headers.get("content-type", "")
+        if not kind.startswith("multipart/form-data"):
+            raise HTTPException(415, f"send images as multipart/form-data (field 'files'), not {kind or 'no content type'!r}")
+        declared = request.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > max_body_bytes:
+            raise HTTPException(413, f"request body of {int(declared)} bytes is over the limit of {max_body_bytes}")
+        body = bytearray()
+        async for chunk in request.stream():  # counted as it arrives: a lying length can't get past
+            body += chunk
+            if len(body) > max_body_bytes:
+                raise HTTPException(413, f"request body is over the limit of {max_body_bytes} bytes")
+        request._body = bytes(body)  # let Starlette parse the form from what was read
+        try:
+            form = await request.form(max_files=MAX_FILES)
+        except Exception as err:  # malformed multipart
+            raise HTTPException(400, f"malformed multipart body ({err})") from None
+        uploads = [f for f in form.getlist("files") if hasattr(f, "read")]
+        if not uploads:
+            raise HTTPException(422, "no images: send one or more files in the multipart field 'files'")
+        if not 1 <= top_k <= len(predictor.class_names):
+            raise HTTPException(422, f"top_k must be between 1 and {len(predictor.class_names)}")
+        images, names = [], []
+        for upload in uploads:
+            name = upload.filename or "upload"
+            try:
+                images.append(load_image(await upload.read(), predictor.size, name=name))
+            except ImageError as err:
+                raise HTTPException(422, str(err)) from None
+            names.append(name)
+        results = await run_in_threadpool(predictor.predict, np.stack(images), names, top_k, details)
+        return {"predictions": results}
+
+    @app.get("/", response_class=HTMLResponse)
+    def page():
+        return PAGE
+
+    return app
+
+
+def _version() -> str:
+    from . import __version__
+
+    return __version__
+
+
+def is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

@@ -1,0 +1,78 @@
+"""The page served at `/`: drop or choose a photo, see the top-3 classes, the model's 28x28
+input, the autoencoder's reconstruction and the unknown flag. Plain HTML and JS, no build step."""
+
+PAGE = """<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>deepautodnn</title>
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<style>
+body{font-family:system-ui,sans-serif;max-width:760px;margin:2em auto;padding:0 1em;color:#222}
+#drop{border:2px dashed #999;border-radius:8px;padding:2em;text-align:center;cursor:pointer}
+#drop.over{background:#eef}
+.bar{background:#4a7;height:1.1em;border-radius:3px}
+table{border-collapse:collapse;width:100%}td{padding:.25em .4em}
+.pix{width:112px;height:112px;image-rendering:pixelated;border:1px solid #ccc;background:#000}
+#unknown{font-weight:bold}.warn{color:#b30}.error{color:#b00}
+</style></head><body>
+<h1>deepautodnn</h1>
+<p id="model">loading model information...</p>
+<div id="drop">Drop a photo here, or <label>choose one <input id="file" type="file" accept="image/*"></label></div>
+<p><label>Bearer token (if the server asks for one): <input id="token" type="password" size="24"></label></p>
+<div id="result" hidden>
+  <h2 id="result-label"></h2>
+  <p id="unknown"></p>
+  <table id="bars"></table>
+  <p><img id="input" class="pix" alt="the model's 28x28 input">
+     <img id="recon" class="pix" alt="the autoencoder's reconstruction"><br>
+     <small>left: what the model sees (28x28); right: the autoencoder's reconstruction</small></p>
+</div>
+<p id="error" class="error"></p>
+<script>
+const $ = (id) => document.getElementById(id);
+function headers() {
+  const t = $("token").value.trim();
+  return t ? {"Authorization": "Bearer " + t} : {};
+}
+async function loadModel() {
+  const r = await fetch("/v1/model", {headers: headers()});
+  const body = await r.json();
+  $("model").textContent = r.ok
+    ? "Classes: " + body.classes.join(", ") + " (" + body.backend + " backend)"
+    : "Model: " + body.detail;
+}
+async function classify(file) {
+  $("error").textContent = "";
+  const form = new FormData();
+  form.append("files", file, file.name);
+  const r = await fetch("/v1/predict?details=true&top_k=3", {method: "POST", body: form, headers: headers()});
+  const body = await r.json();
+  if (!r.ok) { $("result").hidden = true; $("error").textContent = "Error " + r.status + ": " + body.detail; return; }
+  const p = body.predictions[0];
+  $("result-label").textContent = p.label;
+  $("unknown").textContent = p.unknown === null ? "" :
+    (p.unknown ? "Unknown input: this does not look like the training images (score " + p.unknown_score.toFixed(2) + ")"
+               : "Looks like the training images (unknown score " + p.unknown_score.toFixed(2) + ")");
+  $("unknown").className = p.unknown ? "warn" : "";
+  $("bars").innerHTML = "";
+  for (const t of p.top_k) {
+    const row = $("bars").insertRow();
+    row.insertCell().textContent = t.label;
+    const bar = document.createElement("div");
+    bar.className = "bar"; bar.style.width = (100 * t.probability).toFixed(1) + "%";
+    row.insertCell().appendChild(bar);
+    row.insertCell().textContent = (100 * t.probability).toFixed(1) + "%";
+  }
+  $("input").src = "data:image/png;base64," + p.input_png;
+  $("recon").src = "data:image/png;base64," + p.reconstruction_png;
+  $("result").hidden = false;
+}
+$("file").addEventListener("change", (e) => { if (e.target.files[0]) classify(e.target.files[0]); });
+const drop = $("drop");
+drop.addEventListener("dragover", (e) => { e.preventDefault(); drop.classList.add("over"); });
+drop.addEventListener("dragleave", () => drop.classList.remove("over"));
+drop.addEventListener("drop", (e) => {
+  e.preventDefault(); drop.classList.remove("over");
+  if (e.dataTransfer.files[0]) classify(e.dataTransfer.files[0]);
+});
+loadModel();
+</script></body></html>
+"""

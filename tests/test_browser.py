@@ -1,0 +1,89 @@
+"""The web page in a real headless browser: Debian's chromium driven by Selenium through Debian's
+chromedriver. Upload a test image, and the label shown must be the model's answer."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import threading
+import time
+
+import pytest
+from PIL import Image
+
+CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
+selenium = pytest.importorskip("selenium", reason="selenium is not installed (pip install -e .[dev])")
+pytestmark = pytest.mark.skipif(
+    not (CHROMIUM and CHROMEDRIVER),
+    reason="chromium and chromedriver are not installed (apt-get install chromium chromium-driver)")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tiny_run):
+    import uvicorn
+
+    from deepautodnn.service import create_app
+
+    port = free_port()
+    srv = uvicorn.Server(uvicorn.Config(create_app(tiny_run[0]), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    import urllib.request
+
+    for _ in range(200):  # until the model is loaded
+        try:
+            if urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1).status == 200:
+                break
+        except OSError:
+            time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    srv.should_exit = True
+    thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    yield driver
+    driver.quit()
+
+
+def test_upload_shows_the_models_label(server, browser, tiny_run, data_dir, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from deepautodnn import load_fashion_mnist, load_model, predict_proba
+
+    images, _ = load_fashion_mnist("test", data_dir)
+    image = images[0]
+    # Upload it as a shop would: a large dark-on-white RGB JPEG.
+    photo = Image.fromarray(255 - image).resize((280, 280)).convert("RGB")
+    path = tmp_path / "boot.jpg"
+    photo.save(path, quality=95)
+    from deepautodnn.preprocess import load_image
+
+    model = load_model(tiny_run[0])
+    expected = model.config.class_names[int(predict_proba(model, load_image(path)[None]).argmax())]
+
+    browser.get(server + "/")
+    WebDriverWait(browser, 20).until(lambda d: "Classes:" in d.find_element(By.ID, "model").text)
+    browser.find_element(By.ID, "file").send_keys(str(path))
+    WebDriverWait(browser, 20).until(ec.visibility_of_element_located((By.ID, "result-label")))
+    assert browser.find_element(By.ID, "result-label").text == expected
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#bars tr")) == 3
+    assert browser.find_element(By.ID, "input").get_attribute("src").startswith("data:image/png;base64,")
+    assert "unknown score" in browser.find_element(By.ID, "unknown").text.lower()

@@ -1,0 +1,155 @@
+"""The HTTP service: every endpoint, the 4xx answers, readiness, the token; ONNX export parity."""
+
+from __future__ import annotations
+
+import io
+import threading
+import warnings
+
+import numpy as np
+import pytest
+from PIL import Image
+
+warnings.filterwarnings("ignore", message=".*httpx.*")  # starlette's TestClient notice
+from fastapi.testclient import TestClient  # noqa: E402
+
+from deepautodnn import cli, load_model  # noqa: E402
+from deepautodnn.evaluate import predict_proba  # noqa: E402
+from deepautodnn.service import create_app  # noqa: E402
+
+
+def png(arr: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, "PNG")
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def test_images(data_dir):
+    from deepautodnn.data import load_fashion_mnist
+
+    return load_fashion_mnist("test", data_dir)
+
+
+@pytest.fixture(scope="module")
+def client(tiny_run):
+    run_dir, _ = tiny_run
+    with TestClient(create_app(run_dir, load_in_background=False, max_body_bytes=2**20)) as c:
+        yield c
+
+
+def test_health_model_and_docs(client, tiny_run):
+    assert client.get("/livez").json() == {"status": "alive"}
+    assert client.get("/readyz").status_code == 200
+    info = client.get("/v1/model").json()
+    assert info["classes"][0] == "T-shirt/top" and info["input_shape"] == [1, 28, 28]
+    assert info["unknown_detection"] is True and info["backend"] == "torch"
+    assert info["test_accuracy"] == tiny_run[1]["accuracy"]
+    assert "/v1/predict" in client.get("/openapi.json").json()["paths"]
+    assert 'id="file"' in client.get("/").text
+
+
+def test_predict_matches_in_memory_predictions(client, tiny_run, test_images):
+    images, _ = test_images
+    files = [("files", (f"{i}.png", png(images[i]), "image/png")) for i in range(5)]
+    r = client.post("/v1/predict", files=files, params={"top_k": 2, "details": True})
+    assert r.status_code == 200
+    preds = r.json()["predictions"]
+    expected = predict_proba(load_model(tiny_run[0]), images[:5])
+    for i, p in enumerate(preds):
+        assert p["file"] == f"{i}.png" and p["label_index"] == int(expected[i].argmax())
+        assert abs(p["probability"] - expected[i].max()) < 1e-5
+        assert len(p["top_k"]) == 2 and abs(sum(p["probabilities"].values()) - 1) < 1e-4
+        assert isinstance(p["unknown"], bool) and p["unknown_score"] >= 0
+        assert Image.open(io.BytesIO(__import__("base64").b64decode(p["input_png"]))).size == (28, 28)
+
+
+@pytest.mark.parametrize("kwargs,status,message", [
+    ({"content": b"{}", "headers": {"content-type": "application/json"}}, 415, "multipart/form-data"),
+    ({"files": [("files", ("x.png", b"not an image", "image/png"))]}, 422, "x.png: not an image file"),
+    ({"files": [("files", ("x.png", b"", "image/png"))]}, 422, "x.png: empty file"),
+    ({"files": [("other", ("x.png", b"abc", "image/png"))]}, 422, "no images"),
+    ({"files": [("files", ("big.png", b"0" * (2**20 + 10), "image/png"))]}, 413, "over the limit"),
+])
+def test_bad_requests_are_4xx_with_a_json_reason(client, kwargs, status, message):
+    r = client.post("/v1/predict", **kwargs)
+    assert r.status_code == status and message in r.json()["detail"]
+
+
+def test_body_cap_holds_without_a_declared_length(client):
+    def chunks():
+        for _ in range(40):
+            yield b"-" * 65536  # 2.5 MiB streamed, no Content-Length
+
+    r = client.post("/v1/predict", content=chunks(), headers={"content-type": "multipart/form-data; boundary=x"})
+    assert r.status_code == 413
+
+
+def test_token_is_required_when_set(tiny_run, test_images):
+    images, _ = test_images
+    with TestClient(create_app(tiny_run[0], token="s3cret", load_in_background=False)) as c:
+        files = [("files", ("a.png", png(images[0]), "image/png"))]
+        assert c.post("/v1/predict", files=files).status_code == 401
+        assert c.post("/v1/predict", files=files, headers={"Authorization": "Bearer wrong"}).status_code == 401
+        assert c.post("/v1/predict", files=files, headers={"Authorization": "Bearer s3cret"}).status_code == 200
+        assert c.get("/livez").status_code == 200  # health stays open
+
+
+def test_not_ready_until_loaded(tiny_run, monkeypatch):
+    import deepautodnn.service as service
+
+    gate = threading.Event()
+    real = service.Predictor
+
+    def slow(*args, **kwargs):
+        gate.wait(10)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(service, "Predictor", slow)
+    with TestClient(create_app(tiny_run[0])) as c:
+        assert c.get("/livez").status_code == 200
+        r = c.get("/readyz")
+        assert r.status_code == 503 and "loading" in r.json()["detail"]
+        assert c.post("/v1/predict", files=[("files", ("a.png", b"x", "image/png"))]).status_code == 503
+        gate.set()
+        for _ in range(100):
+            if c.get("/readyz").status_code == 200:
+                break
+            threading.Event().wait(0.05)
+        assert c.get("/readyz").status_code == 200
+
+
+def test_serve_refuses_a_public_address_without_a_token(tiny_run, capsys, monkeypatch):
+    monkeypatch.delenv("DEEPAUTODNN_TOKEN", raising=False)
+    assert cli.main(["serve", str(tiny_run[0]), "--host", "0.0.0.0"]) == 2
+    assert "--token" in capsys.readouterr().err
+
+
+def test_onnx_export_parity_and_backend(tiny_run, tmp_path, test_images, capsys):
+    import json
+    import shutil
+
+    from deepautodnn.export import onnx_parity
+
+    images, _ = test_images
+    model_dir = tmp_path / "model"
+    shutil.copytree(tiny_run[0], model_dir)
+    assert cli.main(["export", str(model_dir)]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["n"] == 1000
+    parity = onnx_parity(model_dir, model_dir / "model.onnx", images[:1000])
+    assert parity["argmax_agreement"] == 1.0 and parity["max_abs_diff_probabilities"] < 1e-4
+    # A larger batch than the export example: the batch axis is dynamic.
+    with TestClient(create_app(model_dir, backend="onnx", load_in_background=False)) as c:
+        assert c.get("/v1/model").json()["backend"] == "onnx"
+        r = c.post("/v1/predict", files=[("files", (f"{i}.png", png(images[i]), "image/png")) for i in range(7)])
+        assert [p["label_index"] for p in r.json()["predictions"]] == predict_proba(
+            load_model(model_dir), images[:7]).argmax(1).tolist()
+    Image.fromarray(images[0]).save(tmp_path / "a.png")
+    assert cli.main(["predict", str(model_dir), str(tmp_path / "a.png"), "--backend", "onnx", "--format", "json"]) == 0
+
+
+def test_onnx_backend_without_export_is_a_clear_error(tiny_run, tmp_path, capsys):
+    Image.fromarray(np.zeros((28, 28), np.uint8)).save(tmp_path / "a.png")
+    assert cli.main(["predict", str(tiny_run[0]), str(tmp_path / "a.png"), "--backend", "onnx"]) == 2
+    assert "deepautodnn export" in capsys.readouterr().err
