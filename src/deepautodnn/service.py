@@ -11,7 +11,9 @@ missing field or an image that can't be decoded.
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import gc
 import io
 import secrets
 import threading
@@ -81,6 +83,68 @@ class Predictor:
         return out
 
 
+class MicroBatcher:
+    """Runs concurrent requests' images through the model together.
+
+    Each request puts its images and a future on a queue; one task takes whatever is waiting
+    (up to `max_images`, waiting at most `max_wait_s` for more once it has one), runs one forward
+    pass on a worker thread, and hands each request back exactly its own rows, in order.
+    """
+
+    def __init__(self, predictor: Predictor, max_images: int = 256, max_wait_s: float = 0.002):
+        self.predictor = predictor
+        self.max_images = max_images
+        self.max_wait_s = max_wait_s
+        self.queue: asyncio.Queue = asyncio.Queue()
+        self.task = asyncio.get_running_loop().create_task(self._loop())
+
+    async def predict(self, images: np.ndarray, names: list[str], top_k: int, details: bool) -> list[dict]:
+        future = asyncio.get_running_loop().create_future()
+        await self.queue.put((images, names, top_k, details, future))
+        return await future
+
+    async def _loop(self) -> None:
+        while True:
+            batch = [await self.queue.get()]
+            deadline = asyncio.get_running_loop().time() + self.max_wait_s
+            while sum(len(item[0]) for item in batch) < self.max_images:
+                timeout = deadline - asyncio.get_running_loop().time()
+                if timeout <= 0:
+                    break
+                try:
+                    batch.append(await asyncio.wait_for(self.queue.get(), timeout))
+                except asyncio.TimeoutError:
+                    break
+            try:
+                outputs = await run_in_threadpool(self._run, batch)
+            except Exception as err:  # surfaces in each waiting request, never kills the loop
+                for *_, future in batch:
+                    if not future.done():
+                        future.set_exception(err)
+                continue
+            for (*_, future), output in zip(batch, outputs):
+                if not future.done():
+                    future.set_result(output)
+
+    def _run(self, batch) -> list[list[dict]]:
+        images = np.concatenate([item[0] for item in batch])  # (sum of N_i, H, W)
+        names = [name for item in batch for name in item[1]]
+        top_k = max(item[2] for item in batch)
+        details = any(item[3] for item in batch)
+        results = self.predictor.predict(images, names, top_k, details)
+        out, start = [], 0
+        for item_images, _, k, want_details, _ in batch:
+            mine = results[start:start + len(item_images)]
+            start += len(item_images)
+            for r in mine:
+                r["top_k"] = r["top_k"][:k]
+                if not want_details:
+                    r.pop("input_png", None)
+                    r.pop("reconstruction_png", None)
+            out.append(mine)
+        return out
+
+
 def _png_base64(arr: np.ndarray) -> str:
     from PIL import Image
 
@@ -96,21 +160,36 @@ def create_app(model_dir: str | Path, *, backend: str = "torch", token: str | No
     from .preprocess import ImageError, load_image
     from .webpage import PAGE
 
-    state: dict = {"predictor": None, "error": None}
+    state: dict = {"predictor": None, "batcher": None, "error": None}
 
     def load() -> None:
         try:
-            state["predictor"] = Predictor(model_dir, backend)
+            predictor = Predictor(model_dir, backend)
         except Exception as err:  # reported by /readyz; the process keeps answering
             state["error"] = f"{type(err).__name__}: {err}"
+            return
+        loop.call_soon_threadsafe(ready_up, predictor)
+
+    def ready_up(predictor: Predictor) -> None:
+        state["batcher"] = MicroBatcher(predictor)  # needs the event loop, so made on it
+        state["predictor"] = predictor
+        # The model and libraries are long-lived: keep the cyclic GC from rescanning them under load.
+        gc.freeze()
 
     @asynccontextmanager
     async def lifespan(app):
+        nonlocal loop
+        loop = asyncio.get_running_loop()
         if load_in_background:
             threading.Thread(target=load, name="deepautodnn-load", daemon=True).start()
         else:
             load()
+            await asyncio.sleep(0)  # let ready_up run
         yield
+        if state["batcher"] is not None:
+            state["batcher"].task.cancel()
+
+    loop = None
 
     app = FastAPI(title="deepautodnn", version=_version(), lifespan=lifespan,
                   description="DeepAutoDNN apparel classifier: image in, class probabilities out.")
@@ -180,8 +259,8 @@ def create_app(model_dir: str | Path, *, backend: str = "torch", token: str | No
             except ImageError as err:
                 raise HTTPException(422, str(err)) from None
             names.append(name)
-        results = await run_in_threadpool(predictor.predict, np.stack(images), names, top_k, details)
-        return {"predictions": results}
+        results = await state["batcher"].predict(np.stack(images), names, top_k, details)
+        return JSONResponse({"predictions": results})  # plain JSON types already: skip FastAPI's encoder
 
     @app.get("/", response_class=HTMLResponse)
     def page():

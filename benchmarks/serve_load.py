@@ -1,0 +1,152 @@
+"""Load benchmark of the real HTTP service on loopback. Prints JSON.
+
+Starts `deepautodnn serve MODEL_DIR` in its own process, waits for /readyz, sends an untimed
+warm-up, then N concurrent keep-alive clients send single-image POST /v1/predict requests (Fashion-MNIST test images as
+PNG, taken in turn) until the request budget is spent; it stops by itself. Each answer is checked
+against the label of its own image from an in-process reference. Reports throughput, latency
+percentiles, errors, mismatches and the server's peak RSS.
+
+    python benchmarks/serve_load.py MODEL_DIR [--clients 32] [--requests 5000] [--backend torch]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+
+import numpy as np
+from PIL import Image
+
+from _emit import emit_json
+from deepautodnn import load_fashion_mnist, load_model, predict_proba
+from deepautodnn.preprocess import load_image
+from deepautodnn.system import machine_info
+
+BOUNDARY = "deepautodnnbench"
+
+
+def multipart_request(png: bytes, port: int) -> bytes:
+    body = (f"--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"files\"; filename=\"x.png\"\r\n"
+            f"Content-Type: image/png\r\n\r\n").encode() + png + f"\r\n--{BOUNDARY}--\r\n".encode()
+    head = (f"POST /v1/predict?top_k=1 HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+            f"Content-Type: multipart/form-data; boundary={BOUNDARY}\r\nContent-Length: {len(body)}\r\n\r\n")
+    return head.encode() + body
+
+
+async def read_response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
+    head = await reader.readuntil(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split()[1])
+    length = next(int(line.split(":", 1)[1]) for line in lines if line.lower().startswith("content-length:"))
+    return status, await reader.readexactly(length)
+
+
+async def client(port: int, requests: list[bytes], expected: list[int], counter: dict, results: list) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        while counter["next"] < counter["total"]:
+            i = counter["next"]
+            counter["next"] += 1
+            k = i % len(requests)
+            start = time.perf_counter()
+            writer.write(requests[k])
+            await writer.drain()
+            status, body = await read_response(reader)
+            latency = time.perf_counter() - start
+            ok = status == 200 and json.loads(body)["predictions"][0]["label_index"] == expected[k]
+            results.append((latency, status, ok))
+    finally:
+        writer.close()
+
+
+def peak_rss_mib(pid: int) -> float:
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("model_dir")
+    parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument("--requests", type=int, default=5000)
+    parser.add_argument("--backend", default="torch", choices=["torch", "onnx"])
+    parser.add_argument("--images", type=int, default=256, help="distinct test images cycled through (default: 256)")
+    parser.add_argument("--warmup", type=int, default=500, help="untimed requests first (default: 500)")
+    args = parser.parse_args()
+
+    images, _ = load_fashion_mnist("test")
+    images = images[:args.images]
+    pngs = []
+    for arr in images:
+        buf = io.BytesIO()
+        Image.fromarray(arr).save(buf, "PNG")
+        pngs.append(buf.getvalue())
+    model = load_model(args.model_dir)
+    inputs = np.stack([load_image(p) for p in pngs])
+    expected = predict_proba(model, inputs).argmax(1).tolist()
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "-m", "deepautodnn", "serve", args.model_dir, "--port", str(port),
+                               "--backend", args.backend], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        for _ in range(600):
+            try:
+                if urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1).status == 200:
+                    break
+            except OSError:
+                time.sleep(0.1)
+        else:
+            sys.exit("server did not become ready: " + server.stderr.read().decode()[-2000:])
+        requests = [multipart_request(p, port) for p in pngs]
+
+        async def run(total: int) -> list:
+            counter, results = {"next": 0, "total": total}, []
+            await asyncio.gather(*(client(port, requests, expected, counter, results) for _ in range(args.clients)))
+            return results
+
+        warmup = asyncio.run(run(args.warmup))  # allocator, oneDNN kernels, first-call paths; not timed
+        start = time.perf_counter()
+        results = asyncio.run(run(args.requests))
+        wall = time.perf_counter() - start
+        rss = peak_rss_mib(server.pid)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    lat = sorted(r[0] * 1000 for r in results)
+    pct = lambda q: lat[min(len(lat) - 1, int(q * len(lat)))]  # noqa: E731
+    emit_json({
+        "benchmark": "serve_load",
+        "command": "python " + " ".join(sys.argv),
+        "backend": args.backend,
+        "clients": args.clients,
+        "requests": len(results),
+        "warmup_requests": len(warmup),
+        "warmup_errors": sum(1 for r in warmup if r[1] != 200 or not r[2]),
+        "wall_seconds": round(wall, 2),
+        "requests_per_second": round(len(results) / wall, 1),
+        "latency_ms": {"p50": round(pct(0.50), 2), "p95": round(pct(0.95), 2), "p99": round(pct(0.99), 2),
+                       "mean": round(statistics.mean(lat), 2)},
+        "errors": sum(1 for r in results if r[1] != 200),
+        "wrong_answers": sum(1 for r in results if r[1] == 200 and not r[2]),
+        "server_peak_rss_mib": round(rss, 1),
+        "targets": {"requests_per_second": 500, "p99_ms": 150, "errors": 0},
+        "machine": machine_info(),
+        "client_and_server_share_the_cpu": os.cpu_count(),
+    })
+
+
+if __name__ == "__main__":
+    main()
