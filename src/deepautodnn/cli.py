@@ -199,6 +199,10 @@ def cmd_serve(args) -> int:
     from .checkpoint import load_config
 
     load_config(args.model_dir)  # fail now, with a clear message, if the directory is not a model
+    if args.backend == "onnx":
+        from .inference import make_backend
+
+        make_backend(args.model_dir, "onnx")  # likewise for a missing or broken model.onnx
     app = create_app(args.model_dir, backend=args.backend, token=token, max_body_bytes=int(args.max_body_mb * 2**20))
     uvicorn.run(app, host=args.host, port=args.port, log_level="info")
     return 0
