@@ -9,16 +9,23 @@ cd "$(dirname "$0")/.."
 
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
-# Debian packages: the dataset, and (for the web page's browser test) chromium with its driver.
-missing=()
-[ -d /usr/share/datasets/fashion-mnist ] || missing+=(dataset-fashion-mnist)
-[ "${SKIP_BROWSER:-0}" = 1 ] || { command -v chromium >/dev/null && command -v chromedriver >/dev/null; } \
-  || missing+=(chromium chromium-driver)
-if [ ${#missing[@]} -gt 0 ] && command -v apt-get >/dev/null; then
-  echo "setup: installing ${missing[*]} with apt-get" >&2
-  as_root apt-get update -qq
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null \
-    || echo "setup: could not install ${missing[*]}; tests that need them will say so" >&2
+# Debian packages: the dataset (needed), and chromium with its driver for the web page's browser
+# test (wanted: without them that test is skipped and says why).
+apt_install() {
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+if command -v apt-get >/dev/null; then
+  updated=0
+  if [ ! -d /usr/share/datasets/fashion-mnist ]; then
+    echo "setup: installing dataset-fashion-mnist with apt-get" >&2
+    as_root apt-get update -qq && updated=1
+    apt_install dataset-fashion-mnist
+  fi
+  if [ "${SKIP_BROWSER:-0}" != 1 ] && ! { command -v chromium && command -v chromedriver; } >/dev/null; then
+    echo "setup: installing chromium and chromium-driver with apt-get (SKIP_BROWSER=1 skips this)" >&2
+    [ "$updated" = 1 ] || as_root apt-get update -qq || true
+    apt_install chromium chromium-driver || echo "setup: could not install chromium; the browser test will be skipped" >&2
+  fi
 fi
 
 if [ ! -x .venv/bin/python ]; then
