@@ -7,7 +7,6 @@ product shot on white as JPEG, and a transparent cut-out), using the library's o
 from __future__ import annotations
 
 import argparse
-import io
 import sys
 from pathlib import Path
 

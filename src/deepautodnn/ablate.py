@@ -32,7 +32,6 @@ import torch
 
 from .checkpoint import atomic_write_json, atomic_write_text, read_json
 from .config import Config
-from .data import load_fashion_mnist
 from .evaluate import evaluate_model
 from .models import DeepAutoDNN
 from .system import machine_info
@@ -98,7 +97,7 @@ def run_ablation(cfg: Config, out_dir: str | Path, *, seeds=(0, 1, 2), variants=
     Each finished row is saved as OUT/rows/*.json at once, so an interrupted study resumes where it
 stopped, and processes running other seeds may share OUT.
     """
-    from .runner import load_training_split
+    from .runner import load_run_data_from_config
 
     out_dir = Path(out_dir)
     (out_dir / ROWS_DIR).mkdir(parents=True, exist_ok=True)
@@ -107,9 +106,9 @@ stopped, and processes running other seeds may share OUT.
     cfg = copy.deepcopy(cfg)
     cfg.train.keep_best_epoch = False
     dev = select_device(device)
-    images, labels, train_idx, val_idx = load_training_split(cfg, data_dir, train_limit)
-    test_images, test_labels = load_fashion_mnist("test", data_dir)
-    full = to_device_data(images, labels, train_idx, val_idx, dev)
+    d = load_run_data_from_config(cfg, None, data_dir, train_limit)
+    train_idx, test_images, test_labels = d.train_idx, d.test_images, d.test_labels
+    full = to_device_data(d.images, d.labels, d.train_idx, d.val_idx, dev)
     start = time.perf_counter()
 
     def new_model(seed: int) -> DeepAutoDNN:

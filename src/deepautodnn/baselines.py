@@ -1,7 +1,7 @@
 """Comparators for Table IV, trained and scored on our own split through our own evaluation code.
 
 Every comparator sees the same training / validation / test images as a DeepAutoDNN run: the
-training split minus the stratified validation split (`load_training_split`), and the official
+training split minus the stratified validation split (`sources.load_run_data`), and the official
 test split, touched once, after the hyper-parameters are fixed.
 
 - scikit-learn comparators try each setting of a small grid on a stratified subset of the
@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from . import baseline_nets
 from .checkpoint import atomic_write_json
 from .config import TrainConfig, get_preset
-from .data import CLASS_NAMES, load_fashion_mnist
+from .data import CLASS_NAMES
 from .evaluate import classification_metrics
 from .system import machine_info
 
@@ -168,11 +168,11 @@ class Split:
 
 
 def load_split(data_dir=None, train_limit: int | None = None) -> Split:
-    from .runner import load_training_split
+    from .runner import load_run_data_from_config
 
-    images, labels, train_idx, val_idx = load_training_split(get_preset("fast"), data_dir, train_limit)
-    x_test, y_test = load_fashion_mnist("test", data_dir)
-    return Split(images[train_idx], labels[train_idx], images[val_idx], labels[val_idx], x_test, y_test)
+    d = load_run_data_from_config(get_preset("fast"), None, data_dir, train_limit)
+    return Split(d.images[d.train_idx], d.labels[d.train_idx], d.images[d.val_idx], d.labels[d.val_idx],
+                 d.test_images, d.test_labels)
 
 
 def _subset(labels: np.ndarray, size: int, seed: int) -> np.ndarray:

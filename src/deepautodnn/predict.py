@@ -29,6 +29,20 @@ class PredictionReport:
     errors: list[dict]  # {"file": ..., "error": ...} for each file that could not be used
 
 
+def prediction_record(name: str, proba: np.ndarray, class_names, top_k: int, unknown_score=None) -> dict:
+    """One image's answer, as `predict` and the HTTP service give it."""
+    order = np.argsort(-proba, kind="stable")[:top_k]
+    return {
+        "file": name,
+        "label": class_names[order[0]],
+        "label_index": int(order[0]),
+        "probability": float(proba[order[0]]),
+        "unknown": None if unknown_score is None else bool(unknown_score > 1.0),
+        "unknown_score": None if unknown_score is None else float(unknown_score),
+        "top_k": [{"label": class_names[i], "label_index": int(i), "probability": float(proba[i])} for i in order],
+    }
+
+
 def predict_files(model, paths, top_k: int = 3, batch_size: int = 256, detector=None,
                   backend=None) -> PredictionReport:
     """Predict every readable image in `paths`; unreadable ones are reported, not fatal.
@@ -62,15 +76,5 @@ def predict_files(model, paths, top_k: int = 3, batch_size: int = 256, detector=
                                               autoencoder=detector.autoencoder if detector else None)
         scores = detector.scores(proba, recon_error) if detector else [None] * len(proba)
         k = max(1, min(top_k, len(names)))
-        for path, p, score in zip(good, proba, scores):
-            order = np.argsort(-p, kind="stable")[:k]
-            predictions.append({
-                "file": str(path),
-                "label": names[order[0]],
-                "label_index": int(order[0]),
-                "probability": float(p[order[0]]),
-                "unknown": None if score is None else bool(score > 1.0),
-                "unknown_score": None if score is None else float(score),
-                "top_k": [{"label": names[i], "label_index": int(i), "probability": float(p[i])} for i in order],
-            })
+        predictions = [prediction_record(str(path), p, names, k, score) for path, p, score in zip(good, proba, scores)]
     return PredictionReport(predictions, errors)

@@ -144,7 +144,7 @@ def build_report(run_dir: str | Path, *, baselines_dir=None, ablation_dir=None, 
                  timing_repeats: int = 200) -> list:
     """Every block of the report, in order."""
     from .baselines import load_results
-    from .runner import validation_size
+    from .sources import validation_size
     from .system import machine_info
     from .timing import inference_timing
 
@@ -164,7 +164,7 @@ def build_report(run_dir: str | Path, *, baselines_dir=None, ablation_dir=None, 
     timing = inference_timing(model, torch.from_numpy(images).unsqueeze(1), timing_repeats, batches=(1024,))
     machine = machine_info()
     n_images = metrics.get("train_limit") or 60_000
-    n_val = validation_size(cfg, n_images, metrics.get("train_limit"))
+    n_val = validation_size(cfg.train.val_size, n_images, metrics.get("train_limit"))
     latency_s = timing["batch1_latency_ms"]["p50"] / 1e3
     batched_s = 1 / timing["throughput_images_per_s"]["1024"]
 

@@ -16,7 +16,7 @@ import torch
 
 from . import __version__
 from .checkpoint import (
-    CONFIG_FILE, ModelFileError, atomic_write_json, atomic_write_text, config_to_json, load_weights,
+    CONFIG_FILE, ModelFileError, atomic_write_json, atomic_write_text, config_to_json, load_config, load_weights,
     read_json, save_model, save_weights,
 )
 from .config import Config
@@ -41,11 +41,6 @@ def _stderr(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def validation_size(cfg: Config, n_images: int, train_limit: int | None) -> int:
-    """Images carved from train for validation: `val_size`, or a tenth of a `--train-limit` subset."""
-    return cfg.train.val_size if not train_limit else min(cfg.train.val_size, n_images // 10)
-
-
 def load_training_split(cfg: Config, data_dir=None, train_limit: int | None = None, source: str | None = None):
     """The run's training images and labels, with its (train_idx, val_idx) split.
 
@@ -64,8 +59,6 @@ def load_run_data_from_config(cfg: Config, source, data_dir=None, train_limit=No
 def load_model_run_data(model_dir, data_dir=None) -> RunData:
     """The same images and splits a model directory was trained on (from its config.json)."""
     saved = read_json(Path(model_dir) / CONFIG_FILE)
-    from .checkpoint import load_config
-
     return load_run_data_from_config(load_config(model_dir), saved.get("data"), data_dir, saved.get("train_limit"))
 
 
@@ -160,19 +153,13 @@ def train_run(cfg: Config, run_dir: str | Path, *, seed: int = 0, data_dir=None,
 
 
 def _calibrate_unknown(model, cfg: Config, val_images, run_dir: Path, dev, echo) -> None:
-    """unknown.json beside the model, fit on the validation split (skipped if it is too small).
-
-    After end-to-end fine-tuning the model's decoder no longer fits its encoder, so the stage-1
-    autoencoder is kept beside it for the reconstruction score.
-    """
-    from .unknown import UnknownDetector, save_reference_autoencoder, score_images
+    """unknown.json beside the model, fit on the validation split (skipped if it is too small)."""
+    from .unknown import fit_detector
 
     if len(val_images) < 20:
         echo("validation split too small to calibrate unknown-input detection; skipped")
         return
-    reference = save_reference_autoencoder(run_dir, cfg)
-    det = UnknownDetector.calibrate(*score_images(model, val_images, device=dev, autoencoder=reference))
-    det.save(run_dir)
+    fit_detector(model, cfg, val_images, run_dir, device=dev)
 
 
 def write_report(run_dir: str | Path, metrics: dict) -> str:

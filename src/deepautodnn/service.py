@@ -59,23 +59,14 @@ class Predictor:
 
     def predict(self, images: np.ndarray, names: list[str], top_k: int, details: bool) -> list[dict]:
         from .inference import reconstruction_error
+        from .predict import prediction_record
 
         proba, recon = self.backend.run(images)
         scores = self.detector.scores(proba, reconstruction_error(images, recon)) if self.detector else None
         out = []
         for i, (name, p) in enumerate(zip(names, proba)):
-            order = np.argsort(-p, kind="stable")[:top_k]
-            item = {
-                "file": name,
-                "label": self.class_names[order[0]],
-                "label_index": int(order[0]),
-                "probability": float(p[order[0]]),
-                "probabilities": {c: float(v) for c, v in zip(self.class_names, p)},
-                "top_k": [{"label": self.class_names[j], "label_index": int(j), "probability": float(p[j])}
-                          for j in order],
-                "unknown": None if scores is None else bool(scores[i] > 1.0),
-                "unknown_score": None if scores is None else float(scores[i]),
-            }
+            item = prediction_record(name, p, self.class_names, top_k, None if scores is None else scores[i])
+            item["probabilities"] = {c: float(v) for c, v in zip(self.class_names, p)}
             if details:
                 item["input_png"] = _png_base64(images[i])
                 item["reconstruction_png"] = _png_base64(np.clip(recon[i] * 255.0 + 0.5, 0, 255).astype(np.uint8))

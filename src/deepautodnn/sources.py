@@ -113,6 +113,11 @@ def _check_class_sizes(labels: np.ndarray, names: list[str], origin) -> None:
                         f"at least {MIN_IMAGES_PER_CLASS} (test, validation, training)")
 
 
+def validation_size(val_size: int, n_images: int, train_limit: int | None) -> int:
+    """Images carved for validation: `val_size`, or at most a tenth of a `--train-limit` subset."""
+    return val_size if not train_limit else min(val_size, n_images // 10)
+
+
 def load_run_data(source: str | None, *, size: int = 28, val_size: int = 5000, split_seed: int = 0,
                   data_dir=None, train_limit: int | None = None) -> RunData:
     """The run's images and splits, from `--data`. With `train_limit`, only the first N training
@@ -136,7 +141,7 @@ def load_run_data(source: str | None, *, size: int = 28, val_size: int = 5000, s
         val_size = min(val_size, max(len(names), len(labels) // 10))
     if train_limit:
         images, labels = images[:train_limit], labels[:train_limit]
-        val_size = min(val_size, len(labels) // 10)
+    val_size = validation_size(val_size, len(labels), train_limit)
     train_idx, val_idx = _split(labels, val_size, split_seed, path or "Fashion-MNIST")
     return RunData(images, labels, train_idx, val_idx, test_images, test_labels, names, skipped)
 

@@ -136,6 +136,18 @@ class UnknownDetector:
         return det
 
 
+def fit_detector(model, cfg, val_images: np.ndarray, model_dir: str | Path, *,
+                 false_alarm_rate: float = DEFAULT_FALSE_ALARM_RATE, device="cpu") -> UnknownDetector:
+    """Fit the detector on validation images and save it (and, for a fine-tuned run, its stage-1
+    autoencoder) beside the model."""
+    reference = load_reference_autoencoder(model_dir) or save_reference_autoencoder(model_dir, cfg)
+    proba, err = score_images(model, val_images, device=device, autoencoder=reference)
+    det = UnknownDetector.calibrate(proba, err, false_alarm_rate)
+    det.save(model_dir)
+    det.autoencoder = reference
+    return det
+
+
 def calibrate_model_dir(model_dir: str | Path, *, data_dir=None, false_alarm_rate: float = DEFAULT_FALSE_ALARM_RATE,
                         device="cpu") -> UnknownDetector:
     """Fit the detector on the validation split the model was selected on; save it beside the model."""
@@ -143,10 +155,5 @@ def calibrate_model_dir(model_dir: str | Path, *, data_dir=None, false_alarm_rat
     from .runner import load_model_run_data
 
     data = load_model_run_data(model_dir, data_dir)
-    model = load_model(model_dir)
-    reference = load_reference_autoencoder(model_dir) or save_reference_autoencoder(model_dir, load_config(model_dir))
-    proba, err = score_images(model, data.images[data.val_idx], device=device, autoencoder=reference)
-    det = UnknownDetector.calibrate(proba, err, false_alarm_rate)
-    det.save(model_dir)
-    det.autoencoder = reference
-    return det
+    return fit_detector(load_model(model_dir), load_config(model_dir), data.images[data.val_idx], model_dir,
+                        false_alarm_rate=false_alarm_rate, device=device)
