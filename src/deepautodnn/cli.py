@@ -11,6 +11,8 @@ from pathlib import Path
 from . import __version__
 
 VARIANT_NAMES = ("frozen", "finetuned", "scratch")  # ablate.VARIANTS, without importing torch for --help
+BACKENDS = ("torch", "torch-bf16", "onnx", "onnx-int8")  # inference.BACKENDS, likewise
+PRESET_NAMES = ("paper", "fast", "best")  # config.PRESETS, likewise
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -19,7 +21,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train a model on Fashion-MNIST and report on the test split")
-    t.add_argument("--preset", default="fast", choices=["paper", "fast"], help="settings to use (default: fast)")
+    t.add_argument("--preset", default="fast", choices=PRESET_NAMES, help="settings to use (default: fast)")
     t.add_argument("--data", default="fashion-mnist",
                    help="images to train on: fashion-mnist (default), imagefolder:PATH (one sub-folder per class) "
                         "or csv:PATH (Kaggle layout: label,pixel1..pixel784)")
@@ -45,14 +47,16 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR")
     p.add_argument("--top-k", type=int, default=3, help="classes to list per image (default: 3)")
     p.add_argument("--format", default="table", choices=["table", "json", "csv"], help="output format (default: table)")
-    p.add_argument("--backend", default="torch", choices=["torch", "onnx"],
-                   help="run the model with PyTorch or its exported MODEL_DIR/model.onnx (default: torch)")
+    p.add_argument("--backend", default="auto", choices=["auto", *BACKENDS],
+                   help="how to run the model; auto (default) takes the one `export` found fastest at equal "
+                        "accuracy, torch before any export")
 
     s = sub.add_parser("serve", help="HTTP prediction service with a web page (FastAPI + uvicorn)")
     s.add_argument("model_dir")
     s.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
     s.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
-    s.add_argument("--backend", default="torch", choices=["torch", "onnx"], help="default: torch")
+    s.add_argument("--backend", default="auto", choices=["auto", *BACKENDS],
+                   help="as for predict (default: auto)")
     s.add_argument("--token", help="require 'Authorization: Bearer TOKEN' (default: $DEEPAUTODNN_TOKEN); "
                                    "required when binding to a non-loopback address")
     s.add_argument("--max-body-mb", type=float, default=10, help="largest request body in MiB (default: 10)")
@@ -62,6 +66,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     x.add_argument("--onnx", help="output file (default: MODEL_DIR/model.onnx, which --backend onnx uses)")
     x.add_argument("--data-dir", help="folder with the Fashion-MNIST IDX files (for the parity check)")
     x.add_argument("--parity-images", type=int, default=1000, help="test images for the parity check (default: 1000)")
+    x.add_argument("--calibration-images", type=int, default=1024,
+                   help="training images that set the int8 activation ranges (default: 1024)")
 
     c = sub.add_parser("calibrate", help="fit unknown-input detection on a model's validation split")
     c.add_argument("model_dir")
@@ -88,7 +94,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     r.add_argument("--repeats", type=int, default=200, help="timed single-image passes (default: 200)")
 
     a = sub.add_parser("ablate", help="frozen vs fine-tuned vs no pretraining, across label budgets and seeds")
-    a.add_argument("--preset", default="fast", choices=["paper", "fast"], help="architecture and epochs (default: fast)")
+    a.add_argument("--preset", default="fast", choices=PRESET_NAMES, help="architecture and epochs (default: fast)")
     a.add_argument("--variants", default=",".join(VARIANT_NAMES), help="comma-separated, from frozen,finetuned,scratch (default: all)")
     a.add_argument("--labels", default="100,1000,10000,all", help="label budgets (default: 100,1000,10000,all)")
     a.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default: 0,1,2)")
@@ -97,6 +103,19 @@ def get_args_parser() -> argparse.ArgumentParser:
     a.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
     a.add_argument("--train-limit", type=int, help="use only the first N training images (quick tries)")
     a.add_argument("--deadline-minutes", type=float, help="start no new row after this long; rerun to continue")
+
+    k = sub.add_parser("bench", help="training and inference speed on this machine, against a naive reference")
+    k.add_argument("--what", default="all", choices=["train", "infer", "all"], help="what to measure (default: all)")
+    k.add_argument("--json", action="store_true", help="print JSON instead of Markdown tables")
+    k.add_argument("--out", help="also write the JSON here")
+    k.add_argument("--paper-model", help="trained `paper` model directory (default: random weights, no accuracy)")
+    k.add_argument("--fast-model", help="trained `fast` model directory (default: random weights, no accuracy)")
+    k.add_argument("--time-to-accuracy", metavar="RUN_DIR",
+                   help="also train `fast` (seed 0) into RUN_DIR and time it; about 10 minutes on 2 CPU cores")
+    k.add_argument("--train-images", type=int, default=4096, help="images per timed training epoch (default: 4096)")
+    k.add_argument("--seconds", type=float, default=2.0, help="timing budget per backend and batch size (default: 2)")
+    k.add_argument("--batches", type=int, nargs="+", default=[1, 64, 1024], help="batch sizes (default: 1 64 1024)")
+    k.add_argument("--data-dir", help="folder with the Fashion-MNIST IDX files")
 
     i = sub.add_parser("info", help="versions, device and where the dataset is")
     i.add_argument("--data-dir", help="also look in this folder for the dataset")
@@ -154,7 +173,7 @@ def cmd_predict(args) -> int:
     from .inference import make_backend
 
     model = load_model(args.model_dir)
-    backend = make_backend(args.model_dir, args.backend) if args.backend != "torch" else None
+    backend = make_backend(args.model_dir, args.backend)
     detector = UnknownDetector.load(args.model_dir)
     if detector is None:
         print(f"deepautodnn: {args.model_dir} has no {UNKNOWN_FILE}; unknown-input detection is off "
@@ -199,10 +218,9 @@ def cmd_serve(args) -> int:
     from .checkpoint import load_config
 
     load_config(args.model_dir)  # fail now, with a clear message, if the directory is not a model
-    if args.backend == "onnx":
-        from .inference import make_backend
+    from .inference import make_backend
 
-        make_backend(args.model_dir, "onnx")  # likewise for a missing or broken model.onnx
+    make_backend(args.model_dir, args.backend)  # likewise for a missing or broken ONNX file
     app = create_app(args.model_dir, backend=args.backend, token=token, max_body_bytes=int(args.max_body_mb * 2**20))
     uvicorn.run(app, host=args.host, port=args.port, log_level="info")
     return 0
@@ -213,21 +231,32 @@ def cmd_export(args) -> int:
 
     from .checkpoint import load_config
     from .data import DataError
-    from .export import export_onnx, onnx_parity
+    from .export import export_onnx, onnx_parity, quantize_int8, select_backend
+    from .inference import INT8_ONNX_FILE
     from .runner import load_model_run_data
 
     path = export_onnx(args.model_dir, args.onnx)
     try:
-        images = load_model_run_data(args.model_dir, args.data_dir).test_images[:args.parity_images]
+        run_data = load_model_run_data(args.model_dir, args.data_dir)
+        images = run_data.test_images[:args.parity_images]
     except DataError as err:  # the training data is not here: check on random images instead
-        print(f"deepautodnn: parity on random images ({err})", file=sys.stderr)
+        print(f"deepautodnn: parity on random images, no int8 file and no backend choice ({err})", file=sys.stderr)
+        run_data = None
         size = load_config(args.model_dir).model.image_size
         images = np.random.default_rng(0).integers(0, 256, (args.parity_images, size, size), dtype=np.uint8)
     parity = onnx_parity(args.model_dir, path, images)
-    print(json.dumps({"onnx": str(path), **parity}, indent=2))
+    out = {"onnx": str(path), **parity}
     if parity["argmax_agreement"] < 1.0 or parity["max_abs_diff_probabilities"] >= 1e-4:
+        print(json.dumps(out, indent=2))
         print("deepautodnn: the ONNX file does not match PyTorch closely enough", file=sys.stderr)
         return 1
+    if run_data is not None and args.onnx is None:
+        # int8 ranges come from training images; the keep-or-drop choice from validation images.
+        calibration = run_data.images[run_data.train_idx[:args.calibration_images]]
+        out["onnx_int8"] = str(quantize_int8(path, Path(args.model_dir) / INT8_ONNX_FILE, calibration))
+        record = select_backend(args.model_dir, run_data.images[run_data.val_idx], run_data.labels[run_data.val_idx])
+        out["backend"] = {"chosen": record["chosen"], "backends": record["backends"]}
+    print(json.dumps(out, indent=2))
     return 0
 
 
@@ -307,6 +336,22 @@ def cmd_ablate(args) -> int:
     return 0
 
 
+def cmd_bench(args) -> int:
+    from .bench import bench_markdown, run_bench
+    from .checkpoint import atomic_write_json
+
+    if args.train_images < 64 or args.seconds <= 0 or min(args.batches) < 1:
+        raise ValueError("--train-images must be >= 64, --seconds > 0 and every batch size >= 1")
+    result = run_bench(args.what, data_dir=args.data_dir, models={"paper": args.paper_model, "fast": args.fast_model},
+                       train_images=args.train_images, time_to_accuracy_dir=args.time_to_accuracy,
+                       seconds_per_batch=args.seconds, batches=tuple(args.batches))
+    result["command"] = "deepautodnn " + " ".join(sys.argv[1:]) if sys.argv[0].endswith("deepautodnn") else None
+    if args.out:
+        atomic_write_json(args.out, result)
+    print(json.dumps(result, indent=2) if args.json else bench_markdown(result))
+    return 0
+
+
 def cmd_info(args) -> int:
     import numpy
 
@@ -331,7 +376,7 @@ def cmd_info(args) -> int:
 COMMANDS = {
     "train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "serve": cmd_serve,
     "export": cmd_export, "calibrate": cmd_calibrate,
-    "baselines": cmd_baselines, "report": cmd_report, "ablate": cmd_ablate, "info": cmd_info,
+    "baselines": cmd_baselines, "report": cmd_report, "ablate": cmd_ablate, "bench": cmd_bench, "info": cmd_info,
 }
 
 

@@ -1,7 +1,8 @@
 """Inference backends: the same answer from PyTorch or from an exported ONNX file.
 
-A backend maps uint8 images (N, 28, 28) to class probabilities (N, K) and the autoencoder's
-reconstructions (N, 28, 28) in [0, 1]; the reconstruction error feeds unknown-input detection.
+A backend's `run` maps uint8 images (N, 28, 28) to its graph's outputs as arrays: for the
+`InferenceGraph` served here, class probabilities (N, K) and the autoencoder's reconstructions
+(N, 28, 28) in [0, 1]; the reconstruction error feeds unknown-input detection.
 For a run fine-tuned end to end the reconstruction comes from its stage-1 autoencoder
 (`unknown_autoencoder.safetensors`), as in `deepautodnn.unknown`.
 """
@@ -39,47 +40,96 @@ def load_graph(model_dir: str | Path) -> InferenceGraph:
     return InferenceGraph(load_model(model_dir), load_reference_autoencoder(model_dir)).eval()
 
 
-class TorchBackend:
-    name = "torch"
+BACKENDS = ("torch", "torch-bf16", "onnx", "onnx-int8")
+INT8_ONNX_FILE = "model.int8.onnx"
+BACKEND_FILE = "backend.json"  # written by `deepautodnn export`: what each backend measured, which won
 
-    def __init__(self, model_dir: str | Path):
-        self.graph = load_graph(model_dir)
+
+def _u8_to_float(images_u8: np.ndarray) -> np.ndarray:
+    return (images_u8.astype(np.float32) / 255.0)[:, None]  # (N, H, W) uint8 -> (N, 1, H, W) in [0, 1]
+
+
+def _as_numpy(outputs) -> tuple[np.ndarray, ...]:
+    """Graph outputs as float32 arrays; images (N, 1, H, W) lose their channel axis."""
+    arrays = [o.float().numpy() if isinstance(o, torch.Tensor) else o for o in outputs]
+    return tuple(a[:, 0] if a.ndim == 4 else a for a in arrays)
+
+
+class TorchBackend:
+    """Eager PyTorch, float32, or bf16 autocast with channels_last where the CPU has AVX512-BF16."""
+
+    def __init__(self, graph: torch.nn.Module, bf16: bool = False):
+        from .train import bf16_supported
+
+        self.bf16 = bf16
+        if bf16 and not bf16_supported(torch.device("cpu")):
+            raise ValueError("backend torch-bf16 needs a CPU with AVX512-BF16 or AMX; use torch or onnx")
+        self.name = "torch-bf16" if bf16 else "torch"
+        self.graph = graph.eval()
+        if bf16:
+            self.graph = self.graph.to(memory_format=torch.channels_last)
+
+    @classmethod
+    def from_model_dir(cls, model_dir: str | Path, bf16: bool = False) -> "TorchBackend":
+        return cls(load_graph(model_dir), bf16)
 
     @torch.inference_mode()
-    def run(self, images_u8: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        x = torch.from_numpy(np.ascontiguousarray(images_u8)).unsqueeze(1).float() / 255.0  # (N, 1, H, W)
-        proba, recon = self.graph(x)
-        return proba.float().numpy(), recon[:, 0].float().numpy()
+    def run(self, images_u8: np.ndarray) -> tuple[np.ndarray, ...]:
+        x = torch.from_numpy(_u8_to_float(images_u8))  # (N, 1, H, W)
+        if not self.bf16:
+            outputs = self.graph(x)
+        else:
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                outputs = self.graph(x.contiguous(memory_format=torch.channels_last))
+        return _as_numpy(outputs if isinstance(outputs, tuple) else (outputs,))
 
 
 class OnnxBackend:
-    name = "onnx"
+    """ONNX Runtime on the CPU, from an exported float32 or int8 file."""
 
-    def __init__(self, onnx_path: str | Path):
+    def __init__(self, onnx_path: str | Path, name: str = "onnx", threads: int | None = None):
         import onnxruntime as ort
 
         from .checkpoint import ModelFileError
 
         path = Path(onnx_path)
+        self.name = name
         if not path.exists():
             raise ModelFileError(f"{path}: no ONNX file (make one with `deepautodnn export MODEL_DIR`)")
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads or torch.get_num_threads()
         try:
-            self.session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+            self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         except Exception as err:  # onnxruntime raises its own exception types
             raise ModelFileError(f"{path}: not a usable ONNX model ({err})") from None
+        self.input_name = self.session.get_inputs()[0].name
 
-    def run(self, images_u8: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        x = (images_u8.astype(np.float32) / 255.0)[:, None]  # (N, 1, H, W)
-        proba, recon = self.session.run(None, {"image": x})
-        return proba, recon[:, 0]
+    def run(self, images_u8: np.ndarray) -> tuple[np.ndarray, ...]:
+        return _as_numpy(self.session.run(None, {self.input_name: _u8_to_float(images_u8)}))
 
 
-def make_backend(model_dir: str | Path, backend: str = "torch"):
-    if backend == "torch":
-        return TorchBackend(model_dir)
+def chosen_backend(model_dir: str | Path) -> str:
+    """The backend `export` found fastest among those that hold accuracy; "torch" before any export."""
+    from .checkpoint import read_json
+
+    path = Path(model_dir) / BACKEND_FILE
+    if not path.exists():
+        return "torch"
+    choice = read_json(path).get("chosen", "torch")
+    return choice if choice in BACKENDS else "torch"
+
+
+def make_backend(model_dir: str | Path, backend: str = "auto"):
+    """A backend for a model directory. "auto" is the one `deepautodnn export` chose (see BACKEND_FILE)."""
+    if backend == "auto":
+        backend = chosen_backend(model_dir)
+    if backend in ("torch", "torch-bf16"):
+        return TorchBackend.from_model_dir(model_dir, bf16=backend == "torch-bf16")
     if backend == "onnx":
         return OnnxBackend(Path(model_dir) / ONNX_FILE)
-    raise ValueError(f"unknown backend {backend!r}; use 'torch' or 'onnx'")
+    if backend == "onnx-int8":
+        return OnnxBackend(Path(model_dir) / INT8_ONNX_FILE, name="onnx-int8")
+    raise ValueError(f"unknown backend {backend!r}; use auto or one of {', '.join(BACKENDS)}")
 
 
 def reconstruction_error(images_u8: np.ndarray, recon: np.ndarray) -> np.ndarray:

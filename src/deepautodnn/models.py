@@ -15,21 +15,22 @@ from .config import ModelConfig
 
 
 class Encoder(nn.Module):
-    """Conv2D -> BatchNorm -> ReLU [-> MaxPool] blocks, then dropout on the code."""
+    """Blocks of Conv2D -> BatchNorm -> ReLU (one or more) [-> MaxPool], then dropout on the code."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         layers: list[nn.Module] = []
         prev = cfg.in_channels
         for channels, pool in zip(cfg.encoder_channels, cfg.encoder_pool):
-            layers += [
-                nn.Conv2d(prev, channels, 3, padding=1, bias=False),  # BN supplies the bias
-                nn.BatchNorm2d(channels),
-                nn.ReLU(inplace=True),
-            ]
+            for _ in range(cfg.encoder_convs_per_block):
+                layers += [
+                    nn.Conv2d(prev, channels, 3, padding=1, bias=False),  # BN supplies the bias
+                    nn.BatchNorm2d(channels),
+                    nn.ReLU(inplace=True),
+                ]
+                prev = channels
             if pool:
                 layers.append(nn.MaxPool2d(2))  # halves H and W
-            prev = channels
         layers.append(nn.Dropout(cfg.ae_dropout))
         self.layers = nn.Sequential(*layers)
 

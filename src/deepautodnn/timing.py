@@ -39,3 +39,81 @@ def inference_timing(model, x_u8: torch.Tensor, repeats: int = 200, batches=(64,
         times = time_batches(model, x_u8, batch, max(3, 20 * 64 // batch))
         out["throughput_images_per_s"][str(batch)] = min(batch, len(x_u8)) / statistics.median(times)
     return out
+
+
+def _percentile(sorted_values: list[float], q: float) -> float:
+    return sorted_values[int(q * (len(sorted_values) - 1))]
+
+
+def backend_speed(backend, images_u8, batches=(1, 64, 1024), seconds_per_batch: float = 2.0) -> dict:
+    """Latency percentiles (ms per call) and images/s of `backend.run` at each batch size.
+
+    Each batch size runs for about `seconds_per_batch` after a warm-up, so small batches get many
+    samples and large ones a few.
+    """
+    out = {}
+    for batch in batches:
+        xb = images_u8[:batch]
+        for _ in range(3):  # warm-up: allocator, oneDNN and ONNX Runtime kernel caches
+            backend.run(xb)
+        times, budget_end = [], time.perf_counter() + seconds_per_batch
+        while len(times) < 5 or (time.perf_counter() < budget_end and len(times) < 5000):
+            start = time.perf_counter()
+            backend.run(xb)
+            times.append(time.perf_counter() - start)
+        times.sort()
+        median = statistics.median(times)
+        out[str(batch)] = {"p50_ms": 1e3 * median, "p95_ms": 1e3 * _percentile(times, 0.95),
+                           "p99_ms": 1e3 * _percentile(times, 0.99), "images_per_s": len(xb) / median,
+                           "samples": len(times)}
+    return out
+
+
+def flops_per_image(graph: torch.nn.Module, image_size: int = 28) -> int:
+    """Floating-point operations of one forward pass per image (convolutions and matrix products,
+    2 per multiply-add, as torch's FlopCounterMode counts them; element-wise ops are left out)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with torch.inference_mode(), counter:
+        graph.eval()(torch.zeros(1, 1, image_size, image_size))
+    return int(counter.get_total_flops())
+
+
+def nominal_cpu_hz() -> float | None:
+    """The clock /proc/cpuinfo reports (the nominal one under a hypervisor), or None."""
+    from pathlib import Path
+
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("cpu MHz"):
+                return float(line.split(":", 1)[1]) * 1e6
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def cpu_peak_flops(size: int = 2048, seconds: float = 3.0) -> dict:
+    """Two references for "this CPU's peak" at float32, with torch's threads:
+
+    - `sgemm`: the rate of a large float32 matrix product (oneDNN/MKL), the most the hardware
+      gives a real kernel here;
+    - `nominal`: cores x nominal clock x FLOP per cycle, where the FLOP per cycle assume two FMA
+      pipes of `fma_lanes` float32 lanes (Zen 4 runs AVX-512 as two 256-bit halves: 2 x 8 x 2 = 32).
+    """
+    import os
+
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    for _ in range(2):
+        a @ b
+    runs, start = 0, time.perf_counter()
+    while runs < 3 or time.perf_counter() - start < seconds:
+        a @ b
+        runs += 1
+    sgemm = 2 * size**3 * runs / (time.perf_counter() - start)
+    threads = min(torch.get_num_threads(), os.cpu_count() or 1)
+    hz = nominal_cpu_hz()
+    flop_per_cycle = 2 * 8 * 2  # FMA pipes x float32 lanes per pipe x (multiply + add)
+    return {"sgemm_flops": sgemm, "nominal_flops": hz * threads * flop_per_cycle if hz else None,
+            "nominal_hz": hz, "threads": threads, "flop_per_cycle_per_core": flop_per_cycle,
+            "sgemm_size": size}

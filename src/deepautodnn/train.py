@@ -93,6 +93,30 @@ def augment_batch(x: torch.Tensor, gen: torch.Generator, max_shift: int = 2) -> 
     return torch.where(flip[:, None, None, None], out.flip(-1), out)
 
 
+def erase_batch(x: torch.Tensor, gen: torch.Generator, prob: float,
+                area: tuple[float, float] = (0.02, 0.25), aspect: tuple[float, float] = (0.3, 3.3)) -> torch.Tensor:
+    """Random erasing (Zhong et al., 2020), batched: with probability `prob` per image, zero one
+    rectangle covering `area` of the image with an aspect ratio in `aspect` (log-uniform)."""
+    b, _, h, w = x.shape
+
+    def uniform(lo, hi):
+        return lo + (hi - lo) * torch.rand(b, generator=gen, device=gen.device)
+
+    frac = uniform(*area)
+    ratio = torch.exp(uniform(math.log(aspect[0]), math.log(aspect[1])))
+    eh = (torch.sqrt(frac * ratio) * h).round().clamp(1, h)  # (B,) rectangle height in pixels
+    ew = (torch.sqrt(frac / ratio) * w).round().clamp(1, w)
+    y0 = (uniform(0, 1) * (h - eh + 1)).floor()
+    x0 = (uniform(0, 1) * (w - ew + 1)).floor()
+    hit = uniform(0, 1) < prob
+    rows = torch.arange(h, device=gen.device)[None, :]  # (1, H)
+    cols = torch.arange(w, device=gen.device)[None, :]
+    in_rows = (rows >= y0[:, None]) & (rows < (y0 + eh)[:, None])  # (B, H)
+    in_cols = (cols >= x0[:, None]) & (cols < (x0 + ew)[:, None])  # (B, W)
+    erase = (in_rows[:, :, None] & in_cols[:, None, :] & hit[:, None, None]).to(x.device)  # (B, H, W)
+    return x.masked_fill(erase[:, None], 0.0)
+
+
 def make_optimizer(params, lr: float, weight_decay: float) -> torch.optim.Optimizer:
     # Plain Adam as the paper; AdamW only when a preset asks for decoupled weight decay.
     if weight_decay > 0:
@@ -331,6 +355,8 @@ def train_classifier(model: DeepAutoDNN, data: TrainingData, tcfg: TrainConfig, 
         x = to_float(data.x_train[idx.to(data.x_train.device)], prec.channels_last)
         if tcfg.augment and not frozen:
             x = augment_batch(x, gen)
+            if tcfg.erase_prob > 0:
+                x = erase_batch(x, gen, tcfg.erase_prob)
         if frozen:
             with torch.no_grad():
                 z = model.encoder(x)
