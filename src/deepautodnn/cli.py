@@ -138,6 +138,8 @@ def cmd_train(args) -> int:
     out = args.out or f"runs/{args.preset}-seed{args.seed}"
     metrics = train_run(cfg, out, seed=args.seed, data_dir=args.data_dir, device=args.device,
                         train_limit=args.train_limit, resume=args.resume, data=args.data)
+    if not metrics:  # a torchrun rank other than 0: rank 0 reports
+        return 0
     if not args.quiet:
         print(Path(out, "report.md").read_text())
     print(f"test accuracy {metrics['accuracy'] * 100:.2f}%  ->  {out}", file=sys.stderr)

@@ -70,7 +70,12 @@ def train_run(cfg: Config, run_dir: str | Path, *, seed: int = 0, data_dir=None,
     `data` is where the images come from (`--data`: Fashion-MNIST by default, or
     `imagefolder:PATH` / `csv:PATH`, see `sources`); the class names come with it.
     Returns the metrics written to `run_dir/metrics.json`.
+
+    Under torchrun with several processes this is data-parallel (see `distributed`): every rank
+    trains, rank 0 alone writes files and prints.
     """
+    from . import distributed
+
     run_dir = Path(run_dir)
     ckpt_dir = run_dir / CHECKPOINT_DIR
     progress_path = ckpt_dir / PROGRESS_FILE
@@ -89,18 +94,26 @@ def train_run(cfg: Config, run_dir: str | Path, *, seed: int = 0, data_dir=None,
             raise RunError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --out")
         completed = []
     dev = select_device(device)
+    ctx = distributed.init(dev)
+    dev = distributed.rank_device(dev, ctx)
+    main = ctx.is_main
+    if not main:
+        echo, progress = (lambda _: None), False
     source = load_run_data_from_config(cfg, data, data_dir, train_limit)
     for item in source.skipped:
         echo(f"skipped {item['error']}")
     cfg.model.class_names = tuple(source.class_names)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(run_dir / CONFIG_FILE, config_to_json(cfg, seed=seed, train_limit=train_limit, data=data))
+    if main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(run_dir / CONFIG_FILE, config_to_json(cfg, seed=seed, train_limit=train_limit, data=data,
+                                                               world_size=ctx.world_size))
 
     images, train_idx, val_idx = source.images, source.train_idx, source.val_idx
     tensors = to_device_data(images, source.labels, train_idx, val_idx, dev)
     echo(f"deepautodnn {__version__}: preset {cfg.preset}, seed {seed}, device {dev}, "
          f"{len(train_idx)} train / {len(val_idx)} val / {len(source.test_labels)} test images, "
-         f"{len(source.class_names)} classes -> {run_dir}")
+         f"{len(source.class_names)} classes -> {run_dir}"
+         + (f" ({ctx.world_size} ranks, DistributedDataParallel)" if ctx.enabled else ""))
 
     seed_everything(seed)
     model = DeepAutoDNN(cfg.model)
@@ -111,7 +124,8 @@ def train_run(cfg: Config, run_dir: str | Path, *, seed: int = 0, data_dir=None,
     if completed:
         load_weights(ckpt_dir / f"{completed[-1]}.safetensors", model)
         echo(f"resuming after finished stage(s): {', '.join(completed)}")
-    log.keep_stages(set(completed))
+    if main:
+        log.keep_stages(set(completed))
 
     summaries = read_json(progress_path).get("summaries", {}) if completed else {}
     for stage in stage_plan(cfg):
@@ -119,19 +133,24 @@ def train_run(cfg: Config, run_dir: str | Path, *, seed: int = 0, data_dir=None,
             continue
         start = time.perf_counter()
         if stage == "ae":
-            summary = train_autoencoder(model, tensors, cfg.train, seed=seed, device=dev, log=log, progress=progress)
+            summary = train_autoencoder(model, tensors, cfg.train, seed=seed, device=dev, log=log, progress=progress,
+                                        ctx=ctx)
         else:
             summary = train_classifier(model, tensors, cfg.train, stage=stage, seed=seed, device=dev,
-                                       log=log, progress=progress)
+                                       log=log, progress=progress, ctx=ctx)
         summary["seconds"] = time.perf_counter() - start
-        # Save the finished stage before the next one starts.
-        save_weights(ckpt_dir / f"{stage}.safetensors", model)
         completed.append(stage)
         summaries[stage] = summary
-        atomic_write_json(progress_path, {"completed": completed, "summaries": summaries})
+        if main:  # save the finished stage before the next one starts
+            save_weights(ckpt_dir / f"{stage}.safetensors", model)
+            atomic_write_json(progress_path, {"completed": completed, "summaries": summaries})
         echo(f"stage {stage} done in {summary['seconds']:.1f}s (best epoch {summary['best_epoch']})")
 
     model = model.to(memory_format=torch.contiguous_format).eval()
+    if not main:  # the other ranks are done: their weights are rank 0's
+        distributed.barrier(ctx)
+        distributed.shutdown()
+        return {}
     test = evaluate_model(model, source.test_images, source.test_labels, device=dev)
     metrics = {
         "split": "test",
@@ -144,11 +163,14 @@ def train_run(cfg: Config, run_dir: str | Path, *, seed: int = 0, data_dir=None,
         "data": data or "fashion-mnist",
         "skipped_files": source.skipped,
         "device": str(dev),
+        "world_size": ctx.world_size,
         "machine": machine_info(),
     }
     save_model(run_dir, model, cfg, metrics, seed=seed, train_limit=train_limit, data=data)
     _calibrate_unknown(model, cfg, images[val_idx], run_dir, dev, echo)
     write_report(run_dir, metrics)
+    distributed.barrier(ctx)
+    distributed.shutdown()
     return metrics
 
 

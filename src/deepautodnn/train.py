@@ -26,7 +26,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from . import distributed
 from .config import Config, TrainConfig
+from .distributed import SINGLE, DistContext
 from .models import DeepAutoDNN
 
 STAGES = ("ae", "dnn", "finetune")
@@ -160,10 +162,16 @@ class _Precision:
         return torch.autocast(self.device.type, dtype=torch.bfloat16)
 
 
-def _batches(n: int, batch_size: int, gen: torch.Generator, device) -> list[torch.Tensor]:
+def _batches(n: int, batch_size: int, gen: torch.Generator, device, ctx: DistContext = SINGLE) -> list[torch.Tensor]:
+    """This rank's index batches for one epoch: global batches of `batch_size` from one permutation
+    that every rank draws alike, each rank taking every world_size-th index of each batch."""
     # Drawn on the generator's device (CPU) so every device sees the same order, then moved once.
     perm = torch.randperm(n, generator=gen, device=gen.device).to(device)
-    return list(perm.split(batch_size))
+    batches = perm.split(batch_size)
+    if ctx.enabled:
+        # A last batch smaller than the world would leave a rank without a step; DDP needs all.
+        batches = [b[ctx.rank::ctx.world_size] for b in batches if len(b) >= ctx.world_size]
+    return list(batches)
 
 
 def _stage_stream(seed: int, stage: str) -> int:
@@ -175,6 +183,11 @@ def _stage_stream(seed: int, stage: str) -> int:
 def _stage_generator(seed: int, stage: str) -> torch.Generator:
     # One generator per stage, so resuming after a finished stage replays the same batches.
     return torch.Generator().manual_seed(_stage_stream(seed, stage))
+
+
+def _noise_generator(seed: int, stage: str, rank: int) -> torch.Generator:
+    # Augmentation noise: apart from the batch order, which all ranks must share, and per rank.
+    return torch.Generator().manual_seed(_stage_stream(seed, stage) + 1_000_003 * (rank + 1))
 
 
 EpochLogger = Callable[[dict], None]
@@ -199,16 +212,21 @@ def _fit(
     higher_is_better: bool,
     log: EpochLogger,
     progress: bool,
+    ctx: DistContext = SINGLE,
+    on_step: Callable[[int], None] | None = None,
 ) -> dict:
     """The one training loop all stages share (and the torch baselines reuse).
 
     At the end it restores the best validation epoch, or keeps the last one when
-    `tcfg.keep_best_epoch` is off or there is no validation split.
+    `tcfg.keep_best_epoch` is off or there is no validation split. With several ranks (`ctx`),
+    `step_loss` must run a DDP-wrapped module; rank 0 validates and logs, and every rank follows
+    its choice of epoch. `on_step(step)` runs after each optimiser step.
     """
     from tqdm import tqdm
 
-    torch.manual_seed(_stage_stream(seed, stage))  # dropout and augmentation noise
-    gen = _stage_generator(seed, stage)
+    torch.manual_seed(_stage_stream(seed, stage) + 1_000_003 * ctx.rank)  # dropout noise, per rank
+    gen = _stage_generator(seed, stage)  # batch order, the same on every rank
+    noise = _noise_generator(seed, stage, ctx.rank)
     optimizer = make_optimizer(params, lr, tcfg.weight_decay)
     steps_per_epoch = math.ceil(n_train / batch_size)
     schedule = make_schedule(optimizer, tcfg.schedule, lr, steps_per_epoch * epochs)
@@ -219,10 +237,10 @@ def _fit(
         # Sums stay on the device: reading them once per epoch, not per batch, keeps a GPU busy.
         total_loss = total_correct = 0
         seen = 0
-        bar = tqdm(_batches(n_train, batch_size, gen, data_device), desc=f"{stage} {epoch}/{epochs}",
-                   leave=False, disable=not progress, file=sys.stderr)
+        bar = tqdm(_batches(n_train, batch_size, gen, data_device, ctx), desc=f"{stage} {epoch}/{epochs}",
+                   leave=False, disable=not progress or not ctx.is_main, file=sys.stderr)
         for idx in bar:
-            loss, correct = step_loss(idx, gen)
+            loss, correct = step_loss(idx, noise)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -231,7 +249,11 @@ def _fit(
             if correct is not None:
                 total_correct = total_correct + correct
             seen += len(idx)
-        epoch_loss = float(total_loss) / seen
+            if on_step is not None:
+                on_step(schedule.last_epoch)
+        total_loss, total_correct, seen = distributed.sum_over_ranks(
+            [float(total_loss), float(total_correct), seen], ctx, data_device)
+        epoch_loss = total_loss / seen
         if not math.isfinite(epoch_loss):
             # A non-finite loss poisons the sum, so one check per epoch catches every batch.
             raise FloatingPointError(f"stage {stage}, epoch {epoch}: loss became {epoch_loss}")
@@ -242,9 +264,10 @@ def _fit(
             "train_acc": float(total_correct) / seen if stage != "ae" else None,
             "lr": optimizer.param_groups[0]["lr"],
         }
-        row.update(validate())
+        row.update(distributed.from_main(validate() if ctx.is_main else None, ctx))
         row["seconds"] = time.perf_counter() - start
-        log(row)
+        if ctx.is_main:
+            log(row)
         score = row.get(score_key)
         if score is None or not tcfg.keep_best_epoch:  # keep the last epoch
             best_score, best_epoch = score, epoch
@@ -281,14 +304,16 @@ def reconstruction_mse(model: DeepAutoDNN, x_u8: torch.Tensor, prec: _Precision,
 
 
 def train_autoencoder(model: DeepAutoDNN, data: TrainingData, tcfg: TrainConfig, *, seed: int,
-                      device: torch.device, log: EpochLogger, progress: bool = False) -> dict:
+                      device: torch.device, log: EpochLogger, progress: bool = False,
+                      ctx: DistContext = SINGLE, on_step=None) -> dict:
     """Stage 1: minimise the reconstruction MSE (paper Eq. 3, Table I) on images only."""
     prec = _Precision(tcfg, device)
+    net = distributed.wrap(model.autoencoder, ctx)  # (B, 1, H, W) -> reconstruction
 
     def step_loss(idx, gen):
         x = to_float(data.x_train[idx.to(data.x_train.device)], prec.channels_last)
         with prec.autocast():
-            recon = model.reconstruct(x)
+            recon = net(x)
         return F.mse_loss(recon.float(), x), None
 
     def validate():
@@ -299,7 +324,7 @@ def train_autoencoder(model: DeepAutoDNN, data: TrainingData, tcfg: TrainConfig,
         set_modes=lambda: model.autoencoder.train(), n_train=len(data.x_train),
         epochs=tcfg.ae_epochs, batch_size=tcfg.ae_batch_size, lr=tcfg.ae_lr, tcfg=tcfg, seed=seed,
         step_loss=step_loss, data_device=data.x_train.device, validate=validate, score_key="val_mse",
-        higher_is_better=False, log=log, progress=progress,
+        higher_is_better=False, log=log, progress=progress, ctx=ctx, on_step=on_step,
     )
 
 
@@ -320,7 +345,8 @@ def _frozen_features(model, x_u8, prec, cache_limit_gib: float):
 
 
 def train_classifier(model: DeepAutoDNN, data: TrainingData, tcfg: TrainConfig, *, stage: str,
-                     seed: int, device: torch.device, log: EpochLogger, progress: bool = False) -> dict:
+                     seed: int, device: torch.device, log: EpochLogger, progress: bool = False,
+                     ctx: DistContext = SINGLE, on_step=None) -> dict:
     """Stage 2 ("dnn": encoder frozen, as Algorithm 1) or stage 3 ("finetune": end to end)."""
     if stage not in ("dnn", "finetune"):
         raise ValueError(f"stage must be 'dnn' or 'finetune', got {stage!r}")
@@ -345,13 +371,16 @@ def train_classifier(model: DeepAutoDNN, data: TrainingData, tcfg: TrainConfig, 
             model.train()
     for p in model.encoder.parameters():
         p.requires_grad_(not frozen)
+    # What the optimiser trains, as one module so DDP can wrap it: the DNN on codes when frozen,
+    # else encoder + DNN on images (the decoder takes no part).
+    net = distributed.wrap(model.classifier if frozen else torch.nn.Sequential(model.encoder, model.classifier), ctx)
 
     def train_logits(idx, gen):
         if frozen and train_feats is not None:
             z = train_feats[idx.to(train_feats.device)].float()
             if prec.channels_last:
                 z = z.contiguous(memory_format=torch.channels_last)
-            return model.classifier(z)
+            return net(z)
         x = to_float(data.x_train[idx.to(data.x_train.device)], prec.channels_last)
         if tcfg.augment and not frozen:
             x = augment_batch(x, gen)
@@ -360,8 +389,8 @@ def train_classifier(model: DeepAutoDNN, data: TrainingData, tcfg: TrainConfig, 
         if frozen:
             with torch.no_grad():
                 z = model.encoder(x)
-            return model.classifier(z)
-        return model(x)
+            return net(z)
+        return net(x)
 
     def step_loss(idx, gen):
         with prec.autocast():
@@ -386,7 +415,7 @@ def train_classifier(model: DeepAutoDNN, data: TrainingData, tcfg: TrainConfig, 
             stage=stage, model=model, params=params, set_modes=set_modes,
             n_train=len(data.x_train), epochs=epochs, batch_size=batch_size, lr=lr, tcfg=tcfg,
             seed=seed, step_loss=step_loss, data_device=data.x_train.device, validate=validate,
-            score_key="val_acc", higher_is_better=True, log=log, progress=progress,
+            score_key="val_acc", higher_is_better=True, log=log, progress=progress, ctx=ctx, on_step=on_step,
         )
     finally:
         for p in model.encoder.parameters():
