@@ -6,7 +6,7 @@ PNG, taken in turn) until the request budget is spent; it stops by itself. Each 
 against the label of its own image from an in-process reference. Reports throughput, latency
 percentiles, errors, mismatches and the server's peak RSS.
 
-    python benchmarks/serve_load.py MODEL_DIR [--clients 32] [--requests 5000] [--backend torch]
+    python benchmarks/serve_load.py MODEL_DIR [--clients 32] [--requests 5000] [--backend auto]
 """
 
 from __future__ import annotations
@@ -80,7 +80,7 @@ def main() -> None:
     parser.add_argument("model_dir")
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--requests", type=int, default=5000)
-    parser.add_argument("--backend", default="torch", choices=["torch", "onnx"])
+    parser.add_argument("--backend", default="auto", choices=["auto", "torch", "torch-bf16", "onnx", "onnx-int8"])
     parser.add_argument("--images", type=int, default=256, help="distinct test images cycled through (default: 256)")
     parser.add_argument("--warmup", type=int, default=500, help="untimed requests first (default: 500)")
     args = parser.parse_args()

@@ -7,6 +7,7 @@ import threading
 import warnings
 
 import numpy as np
+import torch
 import pytest
 from PIL import Image
 
@@ -147,6 +148,41 @@ def test_onnx_export_parity_and_backend(tiny_run, tmp_path, test_images, capsys)
             load_model(model_dir), images[:7]).argmax(1).tolist()
     Image.fromarray(images[0]).save(tmp_path / "a.png")
     assert cli.main(["predict", str(model_dir), str(tmp_path / "a.png"), "--backend", "onnx", "--format", "json"]) == 0
+
+    # export also made an int8 file and measured every backend on validation images.
+    assert (model_dir / "model.int8.onnx").exists()
+    record = json.loads((model_dir / "backend.json").read_text())
+    assert record["chosen"] in record["backends"] and record["n_validation"] > 0
+    chosen = record["backends"][record["chosen"]]
+    assert chosen["holds_accuracy"]
+    assert chosen["batch64_images_per_s"] == max(r["batch64_images_per_s"] for r in record["backends"].values()
+                                                 if r["available"] and r["holds_accuracy"])
+    assert report["backend"]["chosen"] == record["chosen"]
+    with TestClient(create_app(model_dir, load_in_background=False)) as c:  # auto = the recorded choice
+        assert c.get("/v1/model").json()["backend"] == record["chosen"]
+
+
+def test_every_backend_agrees_with_torch_float32(tiny_run, tmp_path, test_images):
+    import shutil
+
+    from deepautodnn.export import export_onnx, quantize_int8
+    from deepautodnn.inference import BACKENDS, make_backend
+    from deepautodnn.train import bf16_supported
+
+    images = test_images[0][:500]
+    model_dir = tmp_path / "model"
+    shutil.copytree(tiny_run[0], model_dir)
+    quantize_int8(export_onnx(model_dir), model_dir / "model.int8.onnx", images[:256])
+    ref_proba, ref_recon = make_backend(model_dir, "torch").run(images)
+    for name in BACKENDS:
+        if name == "torch-bf16" and not bf16_supported(torch.device("cpu")):
+            continue
+        proba, recon = make_backend(model_dir, name).run(images)
+        assert proba.shape == ref_proba.shape and recon.shape == ref_recon.shape == images.shape
+        agreement = (proba.argmax(1) == ref_proba.argmax(1)).mean()
+        assert agreement >= (0.999 if name == "onnx" else 0.95), name  # reduced precision may flip a few
+    with pytest.raises(ValueError, match="unknown backend"):
+        make_backend(model_dir, "tensorrt")
 
 
 def test_onnx_backend_without_export_is_a_clear_error(tiny_run, tmp_path, capsys):

@@ -144,7 +144,7 @@ def _png_base64(arr: np.ndarray) -> str:
     return base64.b64encode(buf.getvalue()).decode()
 
 
-def create_app(model_dir: str | Path, *, backend: str = "torch", token: str | None = None,
+def create_app(model_dir: str | Path, *, backend: str = "auto", token: str | None = None,
                max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, load_in_background: bool = True):
     """The FastAPI app. The model loads once, in the app's lifespan, on a background thread so that
     /livez answers at once and /readyz says 503 until it is ready."""
