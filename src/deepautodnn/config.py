@@ -110,7 +110,8 @@ def _paper() -> Config:
 
 def _fast() -> Config:
     # Same hybrid (conv autoencoder -> dense DNN -> softmax), sized for a 2-core CPU: a 7x7 latent,
-    # two autoencoder epochs, two DNN epochs on the frozen features, then end-to-end fine-tuning.
+    # one autoencoder epoch, two DNN epochs on the frozen features, then 24 epochs of end-to-end
+    # fine-tuning (chosen on validation over 15: 94.4% vs 93.8%; random erasing did worse, 93.8%).
     return Config(
         model=ModelConfig(
             encoder_channels=(32, 64, 128),
@@ -120,13 +121,13 @@ def _fast() -> Config:
             dnn_dropout=0.5,
         ),
         train=TrainConfig(
-            ae_epochs=2,
+            ae_epochs=1,
             ae_batch_size=128,
             ae_lr=2e-3,
             dnn_epochs=2,
             dnn_batch_size=256,
             dnn_lr=2e-3,
-            finetune_epochs=15,
+            finetune_epochs=24,
             finetune_batch_size=128,
             finetune_lr=3e-3,
             schedule="onecycle",
