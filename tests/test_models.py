@@ -6,7 +6,7 @@ from deepautodnn.config import Config, ModelConfig, get_preset
 from deepautodnn.models import DeepAutoDNN
 
 
-@pytest.mark.parametrize("preset,latent", [("paper", (128, 14, 14)), ("fast", (128, 7, 7))])
+@pytest.mark.parametrize("preset,latent", [("paper", (128, 14, 14)), ("fast", (128, 7, 7)), ("best", (256, 7, 7))])
 def test_shapes(preset, latent):
     cfg = get_preset(preset).model
     model = DeepAutoDNN(cfg).eval()
@@ -65,3 +65,11 @@ def test_bad_config_is_rejected():
         ModelConfig(image_size=28, encoder_channels=(8, 8, 8), encoder_pool=(True, True, True))
     with pytest.raises(ValueError, match="unknown preset"):
         get_preset("best-ever")
+
+
+def test_convs_per_block_stack_conv_bn_relu_before_each_pool():
+    model = DeepAutoDNN(get_preset("best").model)
+    convs = [m for m in model.encoder.modules() if isinstance(m, nn.Conv2d)]
+    assert [c.out_channels for c in convs] == [64, 64, 128, 128, 256, 256]
+    with pytest.raises(ValueError, match="encoder_convs_per_block"):
+        ModelConfig(encoder_convs_per_block=0)

@@ -7,7 +7,7 @@ from deepautodnn.checkpoint import read_json
 from deepautodnn.config import Config, ModelConfig, TrainConfig
 from deepautodnn.models import DeepAutoDNN
 from deepautodnn.runner import RunError
-from deepautodnn.train import TrainingData, augment_batch, train_autoencoder, train_classifier
+from deepautodnn.train import TrainingData, augment_batch, erase_batch, train_autoencoder, train_classifier
 
 TINY = ModelConfig(encoder_channels=(8, 16), encoder_pool=(True, True), dnn_hidden=(32,))
 
@@ -77,6 +77,20 @@ def test_augment_shifts_and_flips_within_bounds():
     assert not torch.equal(out, x)
     ys = out[:, 0].sum(2).argmax(1)
     assert (ys >= 8).all() and (ys <= 12).all()
+
+
+def test_random_erasing_zeroes_one_bounded_rectangle_per_chosen_image():
+    x = torch.ones(400, 1, 28, 28)
+    out = erase_batch(x, torch.Generator().manual_seed(0), prob=0.5)
+    erased = (out == 0)[:, 0]  # (B, H, W)
+    hit = erased.any((1, 2))
+    assert 0.4 < hit.float().mean() < 0.6  # about `prob` of the images
+    area = erased.sum((1, 2))[hit].float() / (28 * 28)
+    assert area.min() > 0.005 and area.max() < 0.3  # the 2-25% area range, after rounding
+    for mask in erased[hit][:50]:  # each erased region is one filled rectangle
+        rows, cols = mask.any(1).nonzero(), mask.any(0).nonzero()
+        assert mask.sum() == (rows.max() - rows.min() + 1) * (cols.max() - cols.min() + 1)
+    assert torch.equal(erase_batch(x, torch.Generator().manual_seed(0), prob=0.0), x)
 
 
 def test_nonfinite_loss_stops_with_clear_message():

@@ -120,10 +120,13 @@ def erase_batch(x: torch.Tensor, gen: torch.Generator, prob: float,
 
 
 def make_optimizer(params, lr: float, weight_decay: float) -> torch.optim.Optimizer:
-    # Plain Adam as the paper; AdamW only when a preset asks for decoupled weight decay.
+    # Plain Adam as the paper; AdamW only when a preset asks for decoupled weight decay. The fused
+    # kernels (CPU and CUDA) update all parameters in one pass instead of a dozen element-wise ops.
+    params = list(params)
+    fused = all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params)
     if weight_decay > 0:
-        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
-    return torch.optim.Adam(params, lr=lr)
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=fused)
+    return torch.optim.Adam(params, lr=lr, fused=fused)
 
 
 def make_schedule(optimizer, kind: str, lr: float, total_steps: int, warmup_fraction: float = 0.25):
