@@ -2,6 +2,8 @@
 test accuracy and peak RSS per seed, plus mean and std. Prints JSON (and writes it with --out).
 
     python benchmarks/fast_preset.py --seeds 0 1 2 --runs runs/bench-fast --out results/fast_preset_cpu.json
+
+`--fp32` trains in float32 without channels_last, to check that bf16 costs no accuracy.
 """
 
 from __future__ import annotations
@@ -19,13 +21,16 @@ from _emit import emit_json
 from deepautodnn.system import machine_info
 
 
-def one_seed(seed: int, run_dir: str, preset: str) -> dict:
+def one_seed(seed: int, run_dir: str, preset: str, fp32: bool) -> dict:
     import torch
 
     from deepautodnn import get_preset, train_run
 
+    cfg = get_preset(preset)
+    if fp32:
+        cfg.train.bf16 = cfg.train.channels_last = False
     start = time.perf_counter()
-    metrics = train_run(get_preset(preset), run_dir, seed=seed)
+    metrics = train_run(cfg, run_dir, seed=seed)
     wall = time.perf_counter() - start
     return {
         "seed": seed,
@@ -46,15 +51,17 @@ def main() -> None:
     parser.add_argument("--preset", default="fast")
     parser.add_argument("--runs", default="runs/bench-fast", help="parent folder of the run directories")
     parser.add_argument("--out", help="also write the JSON here")
+    parser.add_argument("--fp32", action="store_true", help="float32, no channels_last (numerics check)")
     parser.add_argument("--one-seed", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one_seed is not None:
-        print(json.dumps(one_seed(args.one_seed, f"{args.runs}/seed{args.one_seed}", args.preset)))
+        print(json.dumps(one_seed(args.one_seed, f"{args.runs}/seed{args.one_seed}", args.preset, args.fp32)))
         return
     per_seed = []
     for seed in args.seeds:
         proc = subprocess.run([sys.executable, __file__, "--one-seed", str(seed), "--runs", args.runs,
-                               "--preset", args.preset], capture_output=True, text=True, check=True)
+                               "--preset", args.preset, *(["--fp32"] if args.fp32 else [])],
+                              capture_output=True, text=True, check=True)
         per_seed.append(json.loads(proc.stdout.strip().splitlines()[-1]))
         print(json.dumps(per_seed[-1]), file=sys.stderr, flush=True)
     accs = [r["test_accuracy"] for r in per_seed]
@@ -62,6 +69,7 @@ def main() -> None:
     result = {
         "benchmark": "fast_preset",
         "preset": args.preset,
+        "precision": "float32" if args.fp32 else "preset (bf16 autocast + channels_last where supported)",
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "machine": machine_info(),
         "seeds": args.seeds,

@@ -110,15 +110,16 @@ def _paper() -> Config:
 
 def _fast() -> Config:
     # Same hybrid (conv autoencoder -> dense DNN -> softmax), sized for a 2-core CPU: a 7x7 latent,
-    # one autoencoder epoch, two DNN epochs on the frozen features, then 24 epochs of end-to-end
-    # fine-tuning (chosen on validation over 15: 94.4% vs 93.8%; random erasing did worse, 93.8%).
+    # one autoencoder epoch, two DNN epochs on the frozen features, then 28 epochs of end-to-end
+    # fine-tuning. Chosen on validation, seed 0: 15 -> 24 epochs 93.8% -> 94.4%; random erasing
+    # 93.8%; without dropout on the code (also 17% faster) and DNN dropout 0.3, 28 epochs: 94.8%.
     return Config(
         model=ModelConfig(
             encoder_channels=(32, 64, 128),
             encoder_pool=(True, True, False),
-            ae_dropout=0.1,
+            ae_dropout=0.0,
             dnn_hidden=(256,),
-            dnn_dropout=0.5,
+            dnn_dropout=0.3,
         ),
         train=TrainConfig(
             ae_epochs=1,
@@ -127,7 +128,7 @@ def _fast() -> Config:
             dnn_epochs=2,
             dnn_batch_size=256,
             dnn_lr=2e-3,
-            finetune_epochs=24,
+            finetune_epochs=28,
             finetune_batch_size=128,
             finetune_lr=3e-3,
             schedule="onecycle",
