@@ -3,7 +3,7 @@
 Starts `deepautodnn serve MODEL_DIR` in its own process, waits for /readyz, sends an untimed
 warm-up, then N concurrent keep-alive clients send single-image POST /v1/predict requests (Fashion-MNIST test images as
 PNG, taken in turn) until the request budget is spent; it stops by itself. Each answer is checked
-against the label of its own image from an in-process reference. Reports throughput, latency
+against the label the same backend gives its own image in-process. Reports throughput, latency
 percentiles, errors, mismatches and the server's peak RSS.
 
     python benchmarks/serve_load.py MODEL_DIR [--clients 32] [--requests 5000] [--backend auto]
@@ -27,7 +27,8 @@ import numpy as np
 from PIL import Image
 
 from _emit import emit_json
-from deepautodnn import load_fashion_mnist, load_model, predict_proba
+from deepautodnn import load_fashion_mnist
+from deepautodnn.inference import make_backend
 from deepautodnn.preprocess import load_image
 from deepautodnn.system import machine_info
 
@@ -92,9 +93,10 @@ def main() -> None:
         buf = io.BytesIO()
         Image.fromarray(arr).save(buf, "PNG")
         pngs.append(buf.getvalue())
-    model = load_model(args.model_dir)
     inputs = np.stack([load_image(p) for p in pngs])
-    expected = predict_proba(model, inputs).argmax(1).tolist()
+    # The same backend in-process: each answer must be exactly what the server's model gives.
+    reference = make_backend(args.model_dir, args.backend)
+    expected = reference.run(inputs)[0].argmax(1).tolist()
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -131,6 +133,7 @@ def main() -> None:
         "benchmark": "serve_load",
         "command": "python " + " ".join(sys.argv),
         "backend": args.backend,
+        "backend_used": reference.name,
         "clients": args.clients,
         "requests": len(results),
         "warmup_requests": len(warmup),
