@@ -44,14 +44,14 @@ def test_bench_command_infer_json(data_dir, capsys, tmp_path):
                      "--data-dir", str(data_dir), "--out", str(out)]) == 0
     printed = json.loads(capsys.readouterr().out)
     assert printed == json.loads(out.read_text())
-    peak = printed["inference"]["cpu_peak"]["sgemm_flops"]
+    peak = printed["inference"]["cpu_peak"]["gemm_flops"]
     for arch in ("paper", "fast"):
         graphs = printed["inference"]["architectures"][arch]["graphs"]
         assert graphs["predict"]["flops_per_image"] > graphs["classify"]["flops_per_image"] > 0
         for name in ("torch", "onnx", "onnx-int8"):
             row = graphs["classify"]["backends"][name]["speed"]["8"]
             assert abs(row["achieved_flops"] - row["images_per_s"] * graphs["classify"]["flops_per_image"]) < 1
-            assert row["fraction_of_sgemm_peak"] == row["achieved_flops"] / peak
+            assert row["fraction_of_gemm_peak"] == row["achieved_flops"] / peak
     assert printed["peak_rss_mib"] > 0
 
 

@@ -227,6 +227,9 @@ def _fit(
     """
     from tqdm import tqdm
 
+    from .system import keep_freed_memory
+
+    keep_freed_memory()
     torch.manual_seed(_stage_stream(seed, stage) + 1_000_003 * ctx.rank)  # dropout noise, per rank
     gen = _stage_generator(seed, stage)  # batch order, the same on every rank
     noise = _noise_generator(seed, stage, ctx.rank)
