@@ -14,14 +14,15 @@ from deepautodnn.ablate import (
 
 
 def test_variants_get_the_same_classifier_epochs():
-    cfg = get_preset("fast")  # ae 2, dnn 2, finetune 15
+    cfg = get_preset("fast")
+    ae, dnn, ft = cfg.train.ae_epochs, cfg.train.dnn_epochs, cfg.train.finetune_epochs
     full = {v: variant_epochs(cfg, v, 55000, 55000) for v in ("frozen", "finetuned", "scratch")}
-    assert full["frozen"] == {"ae": 2, "dnn": 17, "finetune": 0}
-    assert full["finetuned"] == {"ae": 2, "dnn": 2, "finetune": 15}
-    assert full["scratch"] == {"ae": 0, "dnn": 0, "finetune": 17}
+    assert full["frozen"] == {"ae": ae, "dnn": dnn + ft, "finetune": 0}
+    assert full["finetuned"] == {"ae": ae, "dnn": dnn, "finetune": ft}
+    assert full["scratch"] == {"ae": 0, "dnn": 0, "finetune": dnn + ft}
     # Fewer labels: more epochs, capped.
-    assert variant_epochs(cfg, "scratch", 11000, 55000)["finetune"] == 17 * 5
-    assert variant_epochs(cfg, "scratch", 100, 55000)["finetune"] == 17 * MAX_EPOCH_FACTOR
+    assert variant_epochs(cfg, "scratch", 11000, 55000)["finetune"] == (dnn + ft) * 5
+    assert variant_epochs(cfg, "scratch", 100, 55000)["finetune"] == (dnn + ft) * MAX_EPOCH_FACTOR
 
 
 def test_label_subsets_are_stratified_and_nested():
