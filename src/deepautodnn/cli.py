@@ -237,6 +237,8 @@ def cmd_export(args) -> int:
     from .inference import INT8_ONNX_FILE
     from .runner import load_model_run_data
 
+    if args.parity_images < 1 or args.calibration_images < 1:
+        raise ValueError("--parity-images and --calibration-images must be >= 1")
     path = export_onnx(args.model_dir, args.onnx)
     try:
         run_data = load_model_run_data(args.model_dir, args.data_dir)
