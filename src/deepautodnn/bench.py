@@ -226,6 +226,7 @@ def _backends(graph, size: int, calibration_u8: np.ndarray, workdir: Path, outpu
 def bench_inference(test_images: np.ndarray, test_labels: np.ndarray | None, calibration_u8: np.ndarray, *,
                     models: dict[str, str | None], batches=(1, 64, 1024), seconds_per_batch: float = 2.0) -> dict:
     """`models` maps an architecture name ("paper", "fast") to a model directory or None (random)."""
+    from .inference import backend_accuracy
     from .timing import backend_speed, cpu_peak_flops, flops_per_image
 
     peak = cpu_peak_flops()
@@ -249,8 +250,7 @@ def bench_inference(test_images: np.ndarray, test_labels: np.ndarray | None, cal
                             row["fraction_of_nominal_peak"] = achieved / peak["nominal_flops"]
                     row = {"speed": speed}
                     if model_dir and test_labels is not None:
-                        proba = np.concatenate([backend.run(c)[0] for c in np.array_split(test_images, 10)])
-                        row["test_accuracy"] = float((proba.argmax(1) == test_labels).mean())
+                        row["test_accuracy"] = backend_accuracy(backend, test_images, test_labels)
                     rows[backend.name] = row
             arch_out["graphs"][graph_name] = {"flops_per_image": flops, "backends": rows}
         out["architectures"][arch] = arch_out

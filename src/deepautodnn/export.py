@@ -56,11 +56,12 @@ def quantize_int8(fp32_path: str | Path, out_path: str | Path, calibration_u8: n
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
+    from .inference import model_input
+
     class Reader(CalibrationDataReader):
         def __init__(self):
             batches = range(0, len(calibration_u8), batch_size)
-            self.feeds = iter({"image": (calibration_u8[i:i + batch_size].astype(np.float32) / 255.0)[:, None]}
-                              for i in batches)
+            self.feeds = iter({"image": model_input(calibration_u8[i:i + batch_size])} for i in batches)
 
         def get_next(self):
             return next(self.feeds, None)
@@ -99,7 +100,7 @@ def select_backend(model_dir: str | Path, val_images: np.ndarray, val_labels: np
     batch-1 latency and batch-64 throughput. The fastest at batch 64 among those within
     INT8_MAX_ACCURACY_DROP of torch float32 is chosen; the record goes to MODEL_DIR/backend.json."""
     from .checkpoint import ModelFileError, atomic_write_json
-    from .inference import BACKEND_FILE, BACKENDS, make_backend
+    from .inference import BACKEND_FILE, BACKENDS, backend_accuracy, make_backend
     from .system import machine_info
     from .timing import backend_speed
 
@@ -110,8 +111,7 @@ def select_backend(model_dir: str | Path, val_images: np.ndarray, val_labels: np
         except (ValueError, ModelFileError) as err:  # e.g. no bf16 on this CPU, no int8 file
             measured[name] = {"available": False, "reason": str(err)}
             continue
-        proba = np.concatenate([backend.run(chunk)[0] for chunk in np.array_split(val_images, max(1, len(val_images) // 1024))])
-        accuracy = float((proba.argmax(1) == val_labels).mean())
+        accuracy = backend_accuracy(backend, val_images, val_labels)
         reference = accuracy if name == "torch" else reference
         speed = backend_speed(backend, val_images, batches=(1, 64), seconds_per_batch=seconds_per_batch)
         measured[name] = {"available": True, "val_accuracy": accuracy,

@@ -45,8 +45,9 @@ INT8_ONNX_FILE = "model.int8.onnx"
 BACKEND_FILE = "backend.json"  # written by `deepautodnn export`: what each backend measured, which won
 
 
-def _u8_to_float(images_u8: np.ndarray) -> np.ndarray:
-    return (images_u8.astype(np.float32) / 255.0)[:, None]  # (N, H, W) uint8 -> (N, 1, H, W) in [0, 1]
+def model_input(images_u8: np.ndarray) -> np.ndarray:
+    """What every graph here takes: (N, H, W) uint8 -> (N, 1, H, W) float32 in [0, 1]."""
+    return (images_u8.astype(np.float32) / 255.0)[:, None]
 
 
 def _as_numpy(outputs) -> tuple[np.ndarray, ...]:
@@ -75,7 +76,7 @@ class TorchBackend:
 
     @torch.inference_mode()
     def run(self, images_u8: np.ndarray) -> tuple[np.ndarray, ...]:
-        x = torch.from_numpy(_u8_to_float(images_u8))  # (N, 1, H, W)
+        x = torch.from_numpy(model_input(images_u8))  # (N, 1, H, W)
         if not self.bf16:
             outputs = self.graph(x)
         else:
@@ -105,7 +106,7 @@ class OnnxBackend:
         self.input_name = self.session.get_inputs()[0].name
 
     def run(self, images_u8: np.ndarray) -> tuple[np.ndarray, ...]:
-        return _as_numpy(self.session.run(None, {self.input_name: _u8_to_float(images_u8)}))
+        return _as_numpy(self.session.run(None, {self.input_name: model_input(images_u8)}))
 
 
 def chosen_backend(model_dir: str | Path) -> str:
@@ -134,5 +135,11 @@ def make_backend(model_dir: str | Path, backend: str = "auto"):
 
 def reconstruction_error(images_u8: np.ndarray, recon: np.ndarray) -> np.ndarray:
     """Per-image MSE between the input in [0, 1] and its reconstruction: (N,)."""
-    x = images_u8.astype(np.float32) / 255.0
+    x = model_input(images_u8)[:, 0]  # (N, H, W)
     return ((recon - x) ** 2).reshape(len(x), -1).mean(1)
+
+
+def backend_accuracy(backend, images_u8: np.ndarray, labels: np.ndarray, batch_size: int = 1024) -> float:
+    """Share of `images_u8` whose top class from `backend` (first output) matches `labels`."""
+    proba = np.concatenate([backend.run(images_u8[i:i + batch_size])[0] for i in range(0, len(images_u8), batch_size)])
+    return float((proba.argmax(1) == labels).mean())
