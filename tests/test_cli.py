@@ -88,3 +88,15 @@ def test_bad_arguments_give_clear_errors(args, message):
 def test_info_reports_dataset(data_dir):
     out = cli("info").stdout
     assert "torch" in out and "dataset" in out
+
+
+def test_cli_name_lists_mirror_the_library():
+    # cli.py repeats these so that `--help` need not import torch; they must not drift apart.
+    from deepautodnn import cli as cli_module
+    from deepautodnn.ablate import VARIANTS
+    from deepautodnn.config import PRESETS
+    from deepautodnn.inference import BACKENDS
+
+    assert cli_module.BACKENDS == BACKENDS
+    assert set(cli_module.PRESET_NAMES) == set(PRESETS)
+    assert cli_module.VARIANT_NAMES == VARIANTS
