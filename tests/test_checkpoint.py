@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from deepautodnn import load_model, predict_proba, save_model
-from deepautodnn.checkpoint import ModelFileError, atomic_write_bytes
+from deepautodnn.checkpoint import ModelFileError, WriteError, atomic_write_bytes, sha256_hex
+from deepautodnn.errors import DeepAutoDNNError
 from deepautodnn.config import Config, ModelConfig
 from deepautodnn.models import DeepAutoDNN
 
@@ -25,7 +26,10 @@ def test_round_trip_gives_identical_predictions(saved):
     x = np.random.default_rng(0).integers(0, 256, (16, 28, 28), dtype=np.uint8)
     again = load_model(model_dir)
     np.testing.assert_array_equal(predict_proba(model, x), predict_proba(again, x))
-    assert sorted(p.name for p in model_dir.iterdir()) == ["config.json", "metrics.json", "model.safetensors"]
+    assert sorted(p.name for p in model_dir.iterdir()) == ["config.json", "metrics.json", "model.safetensors",
+                                                           "model.safetensors.sha256"]
+    digest, name = (model_dir / "model.safetensors.sha256").read_text().split()
+    assert name == "model.safetensors" and digest == sha256_hex((model_dir / "model.safetensors").read_bytes())
 
 
 def test_real_model_round_trip(tiny_run, data_dir):
@@ -46,27 +50,96 @@ def test_missing_dir_and_files(tmp_path, saved):
         load_model(model_dir)
 
 
-def test_corrupt_weights_name_the_file(saved):
+def test_truncated_weights_name_the_file(saved):
     model_dir, _ = saved
     path = model_dir / "model.safetensors"
     path.write_bytes(path.read_bytes()[:100])
-    with pytest.raises(ModelFileError, match="model.safetensors: not a valid safetensors"):
+    with pytest.raises(ModelFileError, match="model.safetensors: 100 bytes, but the config's network needs"):
         load_model(model_dir)
 
 
-def test_weights_not_matching_config(saved):
+def test_tampered_weights_fail_their_checksum(saved):
+    model_dir, _ = saved
+    path = model_dir / "model.safetensors"
+    data = bytearray(path.read_bytes())
+    data[-3] ^= 0x40  # one bit of one weight: still a valid safetensors file, but a different model
+    path.write_bytes(bytes(data))
+    with pytest.raises(ModelFileError, match="SHA-256 does not match model.safetensors.sha256"):
+        load_model(model_dir)
+
+
+def test_damaged_file_with_matching_checksum_is_still_refused(saved):
+    model_dir, _ = saved
+    path = model_dir / "model.safetensors"
+    data = b"\xff" * path.stat().st_size  # right size, not safetensors; its checksum updated to match
+    path.write_bytes(data)
+    (model_dir / "model.safetensors.sha256").write_text(f"{sha256_hex(data)}  model.safetensors\n")
+    with pytest.raises(ModelFileError, match="not a valid safetensors file"):
+        load_model(model_dir)
+
+
+def test_missing_checksum_is_refused_in_the_current_format(saved):
+    model_dir, model = saved
+    (model_dir / "model.safetensors.sha256").unlink()
+    with pytest.raises(ModelFileError, match="can't be verified"):
+        load_model(model_dir)
+    cfg = json.loads((model_dir / "config.json").read_text())
+    cfg["format_version"] = 1  # directories written before checksums still load
+    (model_dir / "config.json").write_text(json.dumps(cfg))
+    assert torch.equal(load_model(model_dir).classifier.layers[1].weight, model.classifier.layers[1].weight)
+
+
+@pytest.mark.parametrize("hidden, message", [
+    ([64], "the config's network needs"),  # a bigger network than the file holds
+    ([16], "do not match the config"),  # a smaller one: names fit, shapes don't
+])
+def test_weights_not_matching_config(saved, hidden, message):
     model_dir, _ = saved
     cfg = json.loads((model_dir / "config.json").read_text())
-    cfg["model"]["dnn_hidden"] = [64]
+    cfg["model"]["dnn_hidden"] = hidden
     (model_dir / "config.json").write_text(json.dumps(cfg))
-    with pytest.raises(ModelFileError, match="do not match the config"):
+    with pytest.raises(ModelFileError, match=message):
         load_model(model_dir)
 
 
-def test_bad_config_json(saved):
+def test_config_asking_for_a_huge_network_fails_before_allocating(saved):
     model_dir, _ = saved
-    (model_dir / "config.json").write_text("{not json")
-    with pytest.raises(ModelFileError, match="config.json: not readable JSON"):
+    cfg = json.loads((model_dir / "config.json").read_text())
+    cfg["model"]["dnn_hidden"] = [65536] * 32  # ~137 billion parameters, if it were built
+    (model_dir / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ModelFileError, match="the config's network needs"):
+        load_model(model_dir)
+
+
+@pytest.mark.parametrize("edit, message", [
+    ({"model": {"dnn_hidden": "abc"}}, "model.dnn_hidden must be a list of whole numbers"),
+    ({"train": {"ae_lr": -1}}, "ae_lr must be in"),
+    ({"model": {"image_size": 10**9}}, "image_size must be"),
+    ({"format_version": "2"}, "format_version must be a whole number"),
+    ({"format_version": 99}, "written by a newer deepautodnn"),
+])
+def test_invalid_config_values_are_clear_errors(saved, edit, message):
+    model_dir, _ = saved
+    cfg = json.loads((model_dir / "config.json").read_text())
+    for key, value in edit.items():
+        if isinstance(value, dict):
+            cfg[key].update(value)
+        else:
+            cfg[key] = value
+    (model_dir / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ModelFileError, match=message):
+        load_model(model_dir)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("{not json", "not readable JSON"),
+    ("[1, 2]", "expected a JSON object"),
+    ("[" * 100_000, "not readable JSON"),  # nesting deep enough to overflow a recursive parser
+])
+def test_bad_config_json(saved, text, message):
+    model_dir, _ = saved
+    (model_dir / "config.json").write_text(text)
+    with pytest.raises(ModelFileError, match=f"config.json: {message}"):
         load_model(model_dir)
 
 
@@ -78,7 +151,16 @@ def test_atomic_write_keeps_old_file_when_writing_fails(tmp_path, monkeypatch):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr("os.fsync", boom)
-    with pytest.raises(OSError, match="No space"):
+    with pytest.raises(WriteError, match=r"cannot write .*f\.bin: No space left on device; any earlier f\.bin is intact"):
         atomic_write_bytes(target, b"new")
     assert target.read_bytes() == b"old"
     assert [p.name for p in tmp_path.iterdir()] == ["f.bin"]  # no temp file left behind
+
+
+def test_unwritable_folder_is_a_clear_error(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    with pytest.raises(WriteError, match="cannot write") as err:
+        atomic_write_bytes(blocker / "sub" / "f.bin", b"x")  # works even as root, unlike chmod
+    assert isinstance(err.value, DeepAutoDNNError) and isinstance(err.value, OSError)
+    assert blocker.read_text() == "not a folder"

@@ -1,11 +1,15 @@
 """The model directory (`config.json` + `model.safetensors` + `metrics.json`) and atomic writes.
 
 Every file is written to a temporary file in the same folder and then renamed over the target, so
-a crash or a full disk never leaves a half-written model behind.
+a crash or a full disk never leaves a half-written model behind. Every weights file F gets
+`F.sha256` beside it (`sha256sum` format, so `sha256sum -c` checks it by hand), checked on every
+load: a truncated, damaged or swapped file is an error, never a wrong model. Only safetensors and
+JSON are ever read; nothing is unpickled.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -18,23 +22,35 @@ from safetensors.torch import save as save_safetensors_bytes
 
 from . import __version__
 from .config import Config
+from .errors import DeepAutoDNNError
 from .models import DeepAutoDNN
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 METRICS_FILE = "metrics.json"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: weights files carry a .sha256 beside them
+CHECKSUM_SUFFIX = ".sha256"
+MAX_HEADER_BYTES = 100 * 2**20  # safetensors' own limit on its JSON header
 
 
-class ModelFileError(ValueError):
+class ModelFileError(DeepAutoDNNError, ValueError):
     """A model directory or file is missing or unusable. The message names the file."""
 
 
+class WriteError(DeepAutoDNNError, OSError):
+    """A file could not be written (full disk, no permission, ...); the earlier file is intact."""
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write `data` to `path` so that `path` holds either its old bytes or all the new ones.
+
+    Raises WriteError naming the file when the disk is full or the folder can't be written.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         # mkstemp makes the file private (0600); give it the permissions a plain open() would.
         umask = os.umask(0)
         os.umask(umask)
@@ -44,8 +60,14 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as err:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        raise WriteError(err.errno, f"cannot write {path}: {err.strerror or err}; any earlier {path.name} "
+                                    "is intact") from None
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
         raise
 
 
@@ -57,35 +79,123 @@ def atomic_write_json(path: str | os.PathLike, obj) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2) + "\n")
 
 
+MAX_JSON_BYTES = 64 * 2**20  # far above any config, metrics or record this package writes
+
+
 def read_json(path: str | os.PathLike) -> dict:
+    """A JSON object from `path`; anything else (missing, huge, not JSON, not an object) is a
+    ModelFileError naming the file."""
     path = Path(path)
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        if path.stat().st_size > MAX_JSON_BYTES:
+            raise ModelFileError(f"{path}: over {MAX_JSON_BYTES // 2**20} MiB, too large for a JSON record")
+        value = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ModelFileError(f"{path}: file not found") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ModelFileError(f"{path}: not readable JSON ({err})") from None
+    except IsADirectoryError:
+        raise ModelFileError(f"{path}: is a folder, not a file") from None
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as err:  # JSONDecodeError is a ValueError
+        raise ModelFileError(f"{path}: not readable JSON ({str(err)[:200]})") from None
+    if not isinstance(value, dict):
+        raise ModelFileError(f"{path}: expected a JSON object, found {type(value).__name__}")
+    return value
 
 
-def save_weights(path: str | os.PathLike, model: torch.nn.Module) -> None:
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def write_with_checksum(path: str | os.PathLike, data: bytes) -> str:
+    """Write `data` atomically, then its SHA-256 to `path.sha256`; returns the digest."""
+    path = Path(path)
+    digest = sha256_hex(data)
+    atomic_write_bytes(path, data)
+    atomic_write_text(path.with_name(path.name + CHECKSUM_SUFFIX), f"{digest}  {path.name}\n")
+    return digest
+
+
+def recorded_checksum(path: str | os.PathLike) -> str | None:
+    """The digest in `path.sha256`, or None when there is none."""
+    path = Path(path)
+    sidecar = path.with_name(path.name + CHECKSUM_SUFFIX)
+    try:
+        text = sidecar.read_text(encoding="ascii")
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as err:
+        raise ModelFileError(f"{sidecar}: cannot read the checksum ({err})") from None
+    digest = text.split(maxsplit=1)[0].lower() if text.strip() else ""
+    if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+        raise ModelFileError(f"{sidecar}: not a SHA-256 checksum")
+    return digest
+
+
+def read_verified(path: str | os.PathLike, *, required: bool = True, max_bytes: int | None = None) -> bytes:
+    """The bytes of `path`, checked against `path.sha256` (which must exist when `required`)."""
+    path = Path(path)
+    expected = recorded_checksum(path)
+    if expected is None and required:
+        raise ModelFileError(f"{path}: no {path.name}{CHECKSUM_SUFFIX} beside it, so it can't be verified; "
+                             "it was not written by this version of deepautodnn, or its checksum was lost")
+    try:
+        size = path.stat().st_size
+        if max_bytes is not None and size > max_bytes:
+            raise ModelFileError(f"{path}: {size} bytes is more than the {max_bytes} its config needs; "
+                                 "the file does not belong to this config")
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise ModelFileError(f"{path}: file not found") from None
+    except IsADirectoryError:
+        raise ModelFileError(f"{path}: is a folder, not a file") from None
+    except OSError as err:
+        raise ModelFileError(f"{path}: cannot read ({err.strerror or err})") from None
+    if expected is not None and sha256_hex(data) != expected:
+        raise ModelFileError(f"{path}: SHA-256 does not match {path.name}{CHECKSUM_SUFFIX}; the file was "
+                             "changed, truncated or damaged after it was written. Restore it or train again")
+    return data
+
+
+def save_weights(path: str | os.PathLike, model: torch.nn.Module) -> str:
+    """`model`'s weights as safetensors, with their SHA-256 beside them; returns the digest."""
     # safetensors refuses shared or non-contiguous storage; clone to plain contiguous tensors.
     tensors = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
-    atomic_write_bytes(path, save_safetensors_bytes(tensors, metadata={"format": "pt"}))
+    return write_with_checksum(path, save_safetensors_bytes(tensors, metadata={"format": "pt"}))
 
 
-def load_weights(path: str | os.PathLike, model: torch.nn.Module) -> None:
-    path = Path(path)
+def _expected_tensor_bytes(model: torch.nn.Module) -> int:
+    return sum(v.numel() * v.element_size() for v in model.state_dict().values())
+
+
+def parse_safetensors(data: bytes, path) -> dict[str, torch.Tensor]:
     try:
-        tensors = load_safetensors_bytes(path.read_bytes())
-    except FileNotFoundError:
-        raise ModelFileError(f"{path}: file not found") from None
-    except (OSError, SafetensorError, ValueError) as err:
+        return load_safetensors_bytes(data)
+    except (SafetensorError, ValueError, RuntimeError, OverflowError) as err:
         raise ModelFileError(f"{path}: not a valid safetensors file ({err})") from None
-    try:
-        model.load_state_dict(tensors, strict=True)
-    except RuntimeError as err:
-        first = str(err).splitlines()[0]
-        raise ModelFileError(f"{path}: weights do not match the config ({first})") from None
+
+
+def load_weights(path: str | os.PathLike, model: torch.nn.Module, *, require_checksum: bool = True) -> None:
+    """Load a weights file into `model`, refusing one whose checksum, names or shapes don't fit.
+
+    The file may be no larger than the tensors `model` needs plus a header, checked before it is
+    read, so a config that doesn't match its weights can't make this read a huge file.
+    """
+    path = Path(path)
+    data = read_verified(path, required=require_checksum,
+                         max_bytes=_expected_tensor_bytes(model) + MAX_HEADER_BYTES)
+    tensors = parse_safetensors(data, path)
+    expected = model.state_dict()
+    missing, unexpected = sorted(set(expected) - set(tensors)), sorted(set(tensors) - set(expected))
+    if missing or unexpected:
+        raise ModelFileError(f"{path}: weights do not match the config (missing {missing[:3]}, "
+                             f"unexpected {unexpected[:3]})")
+    for name, value in tensors.items():
+        if value.shape != expected[name].shape or value.dtype != expected[name].dtype:
+            raise ModelFileError(f"{path}: weights do not match the config ({name} is {value.dtype} "
+                                 f"{tuple(value.shape)}, the config needs {expected[name].dtype} "
+                                 f"{tuple(expected[name].shape)})")
+    if not all(torch.isfinite(v).all() for v in tensors.values() if v.is_floating_point()):
+        raise ModelFileError(f"{path}: weights hold NaN or infinite values")
+    model.load_state_dict(tensors, strict=True)
 
 
 def config_to_json(cfg: Config, **extra) -> dict:
@@ -107,17 +217,39 @@ def load_config(model_dir: str | os.PathLike) -> Config:
     if not model_dir.is_dir():
         raise ModelFileError(f"{model_dir}: model directory not found")
     raw = read_json(model_dir / CONFIG_FILE)
-    if raw.get("format_version", FORMAT_VERSION) > FORMAT_VERSION:
+    version = raw.get("format_version", 1)
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise ModelFileError(f"{model_dir / CONFIG_FILE}: format_version must be a whole number >= 1")
+    if version > FORMAT_VERSION:
         raise ModelFileError(f"{model_dir / CONFIG_FILE}: written by a newer deepautodnn; upgrade to load it")
     try:
         return Config.from_dict(raw)
-    except (TypeError, ValueError) as err:
+    except (TypeError, ValueError) as err:  # ConfigError, or a bad combination the model refuses
         raise ModelFileError(f"{model_dir / CONFIG_FILE}: invalid config ({err})") from None
 
 
+def checksums_required(model_dir: str | os.PathLike) -> bool:
+    """Whether the directory's format promises .sha256 files (format 1 predates them)."""
+    version = read_json(Path(model_dir) / CONFIG_FILE).get("format_version", 1)
+    return not isinstance(version, int) or version >= 2  # an unreadable version: check, to be safe
+
+
 def load_model(model_dir: str | os.PathLike, device: str | torch.device = "cpu") -> DeepAutoDNN:
-    """Rebuild a trained DeepAutoDNN from its directory, in eval mode on `device`."""
+    """Rebuild a trained DeepAutoDNN from its directory, in eval mode on `device`.
+
+    The weights must match their `.sha256` and the config's names and shapes exactly; anything
+    else is a ModelFileError that names the file. The network is first built on the "meta"
+    device (no memory), so a config asking for a huge network fails before any allocation.
+    """
     cfg = load_config(model_dir)
+    path = Path(model_dir) / WEIGHTS_FILE
+    with torch.device("meta"):
+        needed = _expected_tensor_bytes(DeepAutoDNN(cfg.model))
+    if not path.is_file():
+        raise ModelFileError(f"{path}: file not found")
+    if path.stat().st_size < needed:
+        raise ModelFileError(f"{path}: {path.stat().st_size} bytes, but the config's network needs {needed} bytes "
+                             "of weights; the file is truncated or belongs to another config")
     model = DeepAutoDNN(cfg.model)
-    load_weights(Path(model_dir) / WEIGHTS_FILE, model)
+    load_weights(path, model, require_checksum=checksums_required(model_dir))
     return model.to(device).eval()

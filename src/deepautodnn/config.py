@@ -8,9 +8,54 @@ and say so.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 
 from .data import CLASS_NAMES
+from .errors import DeepAutoDNNError
+
+
+class ConfigError(DeepAutoDNNError, ValueError):
+    """A setting has the wrong type or is out of range. The message names it."""
+
+
+def _require(ok: bool, message: str) -> None:
+    if not ok:
+        raise ConfigError(message)
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v) -> bool:
+    return (_is_int(v) or isinstance(v, float)) and math.isfinite(v)
+
+
+# What a JSON value must be for each annotation the dataclasses use.
+_TYPE_CHECKS = {
+    "int": (_is_int, "a whole number"),
+    "float": (_is_number, "a finite number"),
+    "bool": (lambda v: isinstance(v, bool), "true or false"),
+    "str": (lambda v: isinstance(v, str), "a string"),
+    "tuple[int, ...]": (lambda v: isinstance(v, (list, tuple)) and all(map(_is_int, v)), "a list of whole numbers"),
+    "tuple[bool, ...]": (lambda v: isinstance(v, (list, tuple)) and all(isinstance(b, bool) for b in v),
+                         "a list of true/false"),
+    "tuple[str, ...]": (lambda v: isinstance(v, (list, tuple)) and all(isinstance(s, str) for s in v),
+                        "a list of strings"),
+}
+
+
+def _checked_fields(cls, raw, section: str) -> dict:
+    """`raw` as keyword arguments of dataclass `cls`, each of the type its annotation names."""
+    _require(isinstance(raw, dict), f"config section {section!r} must be a JSON object")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = set(raw) - set(fields)
+    _require(not unknown, f"unknown config fields in {section!r}: {sorted(map(str, unknown))}")
+    for name, value in raw.items():
+        check, what = _TYPE_CHECKS[fields[name].type]
+        _require(check(value), f"{section}.{name} must be {what}, got {value!r:.80}")
+    return raw
 
 
 @dataclass
@@ -32,12 +77,20 @@ class ModelConfig:
         self.encoder_pool = tuple(bool(p) for p in self.encoder_pool)
         self.dnn_hidden = tuple(self.dnn_hidden)
         self.class_names = tuple(self.class_names)
-        if len(self.encoder_channels) != len(self.encoder_pool):
-            raise ValueError("encoder_channels and encoder_pool must have the same length")
-        if self.encoder_convs_per_block < 1:
-            raise ValueError("encoder_convs_per_block must be >= 1")
-        if self.image_size % (2 ** sum(self.encoder_pool)):
-            raise ValueError(f"image_size {self.image_size} is not divisible by the pooling")
+        # Bounds far beyond any sensible network, so a hostile config.json can't ask for terabytes.
+        _require(1 <= self.image_size <= 1024, f"image_size must be 1-1024 pixels, got {self.image_size}")
+        _require(self.in_channels == 1, f"in_channels must be 1 (grayscale), got {self.in_channels}")
+        _require(1 <= len(self.encoder_channels) <= 8, "encoder_channels needs 1-8 blocks")
+        _require(all(1 <= c <= 4096 for c in self.encoder_channels), "encoder_channels must each be 1-4096")
+        _require(len(self.encoder_channels) == len(self.encoder_pool),
+                 "encoder_channels and encoder_pool must have the same length")
+        _require(1 <= self.encoder_convs_per_block <= 8, "encoder_convs_per_block must be 1-8")
+        _require(len(self.dnn_hidden) <= 32 and all(1 <= h <= 65536 for h in self.dnn_hidden),
+                 "dnn_hidden takes at most 32 layers of 1-65536 units")
+        _require(0 <= self.ae_dropout < 1 and 0 <= self.dnn_dropout < 1, "dropout rates must be in [0, 1)")
+        _require(2 <= len(self.class_names) <= 100_000, "class_names needs at least 2 classes")
+        _require(self.image_size % (2 ** sum(self.encoder_pool)) == 0,
+                 f"image_size {self.image_size} is not divisible by the pooling")
 
     @property
     def num_classes(self) -> int:
@@ -79,6 +132,18 @@ class TrainConfig:
     channels_last: bool = False
     cache_features_gib: float = 6.0  # cache frozen-encoder features when they fit in this
 
+    def __post_init__(self):
+        for stage in ("ae", "dnn", "finetune"):
+            epochs, batch, lr = (getattr(self, f"{stage}_{k}") for k in ("epochs", "batch_size", "lr"))
+            _require(0 <= epochs <= 100_000, f"{stage}_epochs must be 0-100000, got {epochs}")
+            _require(1 <= batch <= 2**20, f"{stage}_batch_size must be 1-1048576, got {batch}")
+            _require(0 < lr <= 10, f"{stage}_lr must be in (0, 10], got {lr}")
+        _require(self.schedule in ("constant", "onecycle"), f"schedule must be constant or onecycle, got {self.schedule!r}")
+        _require(0 <= self.weight_decay <= 1, "weight_decay must be in [0, 1]")
+        _require(0 <= self.label_smoothing < 1, "label_smoothing must be in [0, 1)")
+        _require(0 <= self.erase_prob <= 1, "erase_prob must be in [0, 1]")
+        _require(self.val_size >= 0 and self.cache_features_gib >= 0, "val_size and cache_features_gib must be >= 0")
+
 
 @dataclass
 class Config:
@@ -91,15 +156,14 @@ class Config:
 
     @classmethod
     def from_dict(cls, d: dict) -> "Config":
-        model_fields = {f.name for f in dataclasses.fields(ModelConfig)}
-        train_fields = {f.name for f in dataclasses.fields(TrainConfig)}
-        unknown = (set(d.get("model", {})) - model_fields) | (set(d.get("train", {})) - train_fields)
-        if unknown:
-            raise ValueError(f"unknown config fields: {sorted(unknown)}")
+        """A config from parsed JSON, every field checked; raises ConfigError naming the bad one."""
+        _require(isinstance(d, dict), "a config must be a JSON object")
+        preset = d.get("preset", "custom")
+        _require(isinstance(preset, str), "preset must be a string")
         return cls(
-            model=ModelConfig(**d.get("model", {})),
-            train=TrainConfig(**d.get("train", {})),
-            preset=d.get("preset", "custom"),
+            model=ModelConfig(**_checked_fields(ModelConfig, d.get("model", {}), "model")),
+            train=TrainConfig(**_checked_fields(TrainConfig, d.get("train", {}), "train")),
+            preset=preset,
         )
 
 
@@ -160,5 +224,5 @@ PRESETS = {"paper": _paper, "fast": _fast, "best": _best}
 def get_preset(name: str) -> Config:
     """A fresh copy of a named preset."""
     if name not in PRESETS:
-        raise ValueError(f"unknown preset {name!r}; choose from {sorted(PRESETS)}")
+        raise ConfigError(f"unknown preset {name!r}; choose from {sorted(PRESETS)}")
     return PRESETS[name]()

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .errors import DeepAutoDNNError
+
 # Table II of the paper, in label order.
 CLASS_NAMES = (
     "T-shirt/top",
@@ -61,7 +63,7 @@ _IDX_DTYPES = {
 }
 
 
-class DataError(ValueError):
+class DataError(DeepAutoDNNError, ValueError):
     """A data file is missing, damaged, or inconsistent. The message names the file."""
 
 

@@ -21,9 +21,11 @@ INT8_MAX_ACCURACY_DROP = 0.002  # a backend "holds accuracy" within 0.2 points o
 
 def export_graph(graph: torch.nn.Module, image_size: int, out_path: str | Path,
                  output_names=("probabilities", "reconstruction")) -> Path:
-    """Export a module of float images (batch, 1, S, S) to ONNX; the file takes its name only once
-    the checker has passed it."""
+    """Export a module of float images (batch, 1, S, S) to ONNX; the file takes its name, with its
+    .sha256 beside it, only once the checker has passed it."""
     import onnx
+
+    from .checkpoint import write_with_checksum
 
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
@@ -34,8 +36,11 @@ def export_graph(graph: torch.nn.Module, image_size: int, out_path: str | Path,
         torch.onnx.export(graph.eval(), (example,), str(tmp), input_names=["image"],
                           output_names=list(output_names), opset_version=OPSET,
                           dynamic_shapes=({0: batch},), dynamo=True, external_data=False)
-    onnx.checker.check_model(str(tmp), full_check=True)
-    tmp.replace(out_path)
+    try:
+        onnx.checker.check_model(str(tmp), full_check=True)
+        write_with_checksum(out_path, tmp.read_bytes())
+    finally:
+        tmp.unlink(missing_ok=True)
     return out_path
 
 
@@ -56,6 +61,7 @@ def quantize_int8(fp32_path: str | Path, out_path: str | Path, calibration_u8: n
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
+    from .checkpoint import write_with_checksum
     from .inference import model_input
 
     class Reader(CalibrationDataReader):
@@ -73,7 +79,7 @@ def quantize_int8(fp32_path: str | Path, out_path: str | Path, calibration_u8: n
         quant_pre_process(str(fp32_path), str(prepared))  # shape inference and graph folding first
         quantize_static(str(prepared), str(tmp), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
-        tmp.replace(out_path)
+        write_with_checksum(out_path, tmp.read_bytes())
     finally:
         prepared.unlink(missing_ok=True)
         tmp.unlink(missing_ok=True)

@@ -91,16 +91,17 @@ class OnnxBackend:
     def __init__(self, onnx_path: str | Path, name: str = "onnx", threads: int | None = None):
         import onnxruntime as ort
 
-        from .checkpoint import ModelFileError
+        from .checkpoint import ModelFileError, read_verified
 
         path = Path(onnx_path)
         self.name = name
         if not path.exists():
             raise ModelFileError(f"{path}: no ONNX file (make one with `deepautodnn export MODEL_DIR`)")
+        graph = read_verified(path)  # the bytes `export` wrote, by their .sha256; ORT parses these bytes
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or torch.get_num_threads()
         try:
-            self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+            self.session = ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
         except Exception as err:  # onnxruntime raises its own exception types
             raise ModelFileError(f"{path}: not a usable ONNX model ({err})") from None
         self.input_name = self.session.get_inputs()[0].name

@@ -26,12 +26,14 @@ from pathlib import Path
 
 import numpy as np
 
+from .errors import DeepAutoDNNError
+
 MAX_FILE_BYTES = 50 * 2**20  # refuse files over 50 MiB before reading them
 MAX_PIXELS = 40_000_000  # refuse declared sizes over 40 megapixels before decoding (bombs)
 TRIM_THRESHOLD = 0.05  # a pixel is object if it differs from the background by > 5% of full scale
 
 
-class ImageError(ValueError):
+class ImageError(DeepAutoDNNError, ValueError):
     """An input image can't be used. The message names the file."""
 
 

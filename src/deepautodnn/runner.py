@@ -20,6 +20,7 @@ from .checkpoint import (
     read_json, save_model, save_weights,
 )
 from .config import Config
+from .errors import DeepAutoDNNError
 from .sources import RunData, load_run_data
 from .evaluate import evaluate_model, metrics_markdown
 from .models import DeepAutoDNN
@@ -33,7 +34,7 @@ CHECKPOINT_DIR = "checkpoints"
 PROGRESS_FILE = "progress.json"
 
 
-class RunError(RuntimeError):
+class RunError(DeepAutoDNNError, RuntimeError):
     """The run directory can't be used as asked (the message says why and what to do)."""
 
 
