@@ -38,7 +38,12 @@ class ModelFileError(DeepAutoDNNError, ValueError):
 
 
 class WriteError(DeepAutoDNNError, OSError):
-    """A file could not be written (full disk, no permission, ...); the earlier file is intact."""
+    """A file could not be written (full disk, no permission, ...); the earlier file is intact.
+
+    Raised as WriteError(errno, strerror, path), like the OSError it replaces."""
+
+    def __str__(self) -> str:
+        return f"cannot write {self.filename}: {self.strerror}; any earlier {Path(self.filename).name} is intact"
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
@@ -63,8 +68,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     except OSError as err:
         if tmp is not None:
             Path(tmp).unlink(missing_ok=True)
-        raise WriteError(err.errno, f"cannot write {path}: {err.strerror or err}; any earlier {path.name} "
-                                    "is intact") from None
+        raise WriteError(err.errno, err.strerror or str(err), str(path)) from None
     except BaseException:
         if tmp is not None:
             Path(tmp).unlink(missing_ok=True)

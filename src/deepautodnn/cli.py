@@ -33,7 +33,11 @@ def get_args_parser() -> argparse.ArgumentParser:
     t.add_argument("--dnn-epochs", type=int, help="override stage-2 (DNN on frozen encoder) epochs")
     t.add_argument("--finetune-epochs", type=int, help="override stage-3 (end-to-end) epochs; 0 turns it off")
     t.add_argument("--train-limit", type=int, help="use only the first N training images (quick tries)")
-    t.add_argument("--resume", action="store_true", help="continue the interrupted run in --out")
+    t.add_argument("--resume", nargs="?", const=True, metavar="RUN_DIR",
+                   help="continue the interrupted run in RUN_DIR (or --out) from its last checkpoint, with its "
+                        "own saved settings")
+    t.add_argument("--deterministic", action="store_true",
+                   help="deterministic kernels only: the same seed on the same machine gives the same weights")
     t.add_argument("--quiet", action="store_true", help="do not print the report at the end")
 
     e = sub.add_parser("evaluate", help="evaluate a model directory")
@@ -135,9 +139,14 @@ def cmd_train(args) -> int:
             setattr(cfg.train, name, value)
     if args.train_limit is not None and args.train_limit < 20:
         raise ValueError("--train-limit must be at least 20 images")
+    if isinstance(args.resume, str):
+        if args.out and Path(args.out) != Path(args.resume):
+            raise ValueError(f"--resume {args.resume} and --out {args.out} name different runs; give one")
+        args.out = args.resume
     out = args.out or f"runs/{args.preset}-seed{args.seed}"
     metrics = train_run(cfg, out, seed=args.seed, data_dir=args.data_dir, device=args.device,
-                        train_limit=args.train_limit, resume=args.resume, data=args.data)
+                        train_limit=args.train_limit, resume=bool(args.resume), data=args.data,
+                        deterministic=args.deterministic)
     if not metrics:  # a torchrun rank other than 0: rank 0 reports
         return 0
     if not args.quiet:
@@ -386,14 +395,15 @@ COMMANDS = {
 
 def main(argv=None) -> int:
     args = get_args_parser().parse_args(argv)
-    from .checkpoint import ModelFileError
-    from .data import DataError
-    from .predict import ImageError
-    from .runner import RunError
+    from .errors import DeepAutoDNNError
+    from .training_state import TrainingInterrupted
 
     try:
         return COMMANDS[args.command](args)
-    except (DataError, ModelFileError, ImageError, RunError, ValueError, FloatingPointError) as err:
+    except TrainingInterrupted as err:
+        print(f"deepautodnn: {err}", file=sys.stderr)
+        return 130
+    except (DeepAutoDNNError, ValueError, FloatingPointError) as err:
         print(f"deepautodnn: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

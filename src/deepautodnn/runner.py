@@ -2,7 +2,8 @@
 
 The run directory is itself a model directory (`config.json`, `model.safetensors`,
 `metrics.json`) plus `metrics.csv`, `report.md`, the figures, and `checkpoints/` holding each
-finished stage, so that an interrupted run resumes after its last finished stage.
+finished stage and the full training state after every epoch (see `training_state`), so that an
+interrupted run resumes where it stopped.
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ import torch
 
 from . import __version__
 from .checkpoint import (
-    CONFIG_FILE, ModelFileError, atomic_write_json, atomic_write_text, config_to_json, load_config, load_weights,
-    read_json, save_model, save_weights,
+    CONFIG_FILE, ModelFileError, WriteError, atomic_write_bytes, atomic_write_json, atomic_write_text, config_to_json,
+    load_config, load_weights, read_json, save_model, save_weights,
 )
 from .config import Config
 from .errors import DeepAutoDNNError
@@ -29,6 +30,7 @@ from .train import (
     MetricsLog, seed_everything, select_device, stage_plan, to_device_data, train_autoencoder,
     train_classifier,
 )
+from .training_state import Checkpointer, GracefulStop, NonFiniteLossError, TrainingInterrupted
 
 CHECKPOINT_DIR = "checkpoints"
 PROGRESS_FILE = "progress.json"
@@ -65,12 +67,18 @@ def load_model_run_data(model_dir, data_dir=None) -> RunData:
 
 def train_run(cfg: Config, run_dir: str | Path, *, seed: int = 0, data_dir=None, device: str = "auto",
               train_limit: int | None = None, resume: bool = False, progress: bool | None = None,
-              data: str | None = None, echo: Callable[[str], None] = _stderr) -> dict:
+              data: str | None = None, deterministic: bool = False,
+              echo: Callable[[str], None] = _stderr) -> dict:
     """Train every stage of `cfg` into `run_dir`, then evaluate on the test split.
 
     `data` is where the images come from (`--data`: Fashion-MNIST by default, or
     `imagefolder:PATH` / `csv:PATH`, see `sources`); the class names come with it.
     Returns the metrics written to `run_dir/metrics.json`.
+
+    The full training state is saved after every epoch (see `training_state`); with `resume`, the
+    run in `run_dir` continues from its newest checkpoint with its own saved config and seed, and
+    ends with the same weights as a run never interrupted. Ctrl-C or SIGTERM saves and raises
+    TrainingInterrupted. `deterministic` makes torch use deterministic kernels only.
 
     Under torchrun with several processes this is data-parallel (see `distributed`): every rank
     trains, rank 0 alone writes files and prints.
@@ -86,28 +94,33 @@ def train_run(cfg: Config, run_dir: str | Path, *, seed: int = 0, data_dir=None,
         if not (run_dir / CONFIG_FILE).exists():
             raise RunError(f"{run_dir}: nothing to resume (no {CONFIG_FILE}); start a run without --resume")
         saved = read_json(run_dir / CONFIG_FILE)
-        cfg = Config.from_dict(saved)
+        cfg = load_config(run_dir)
         seed, train_limit = saved.get("seed", seed), saved.get("train_limit", train_limit)
-        data = saved.get("data", data)
-        completed = read_json(progress_path)["completed"] if progress_path.exists() else []
+        data, deterministic = saved.get("data", data), saved.get("deterministic", deterministic)
+        done = read_json(progress_path) if progress_path.exists() else {}
+        completed, summaries = done.get("completed", []), done.get("summaries", {})
     else:
         if (run_dir / CONFIG_FILE).exists():
             raise RunError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --out")
-        completed = []
+        completed, summaries = [], {}
+    if deterministic:
+        use_deterministic_kernels()
     dev = select_device(device)
     ctx = distributed.init(dev)
     dev = distributed.rank_device(dev, ctx)
     main = ctx.is_main
     if not main:
         echo, progress = (lambda _: None), False
+    if main:
+        _check_writable(run_dir)  # before minutes of data loading, not after hours of training
     source = load_run_data_from_config(cfg, data, data_dir, train_limit)
     for item in source.skipped:
         echo(f"skipped {item['error']}")
     cfg.model.class_names = tuple(source.class_names)
     if main:
-        run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_json(run_dir / CONFIG_FILE, config_to_json(cfg, seed=seed, train_limit=train_limit, data=data,
-                                                               world_size=ctx.world_size))
+                                                               world_size=ctx.world_size,
+                                                               deterministic=deterministic))
 
     images, train_idx, val_idx = source.images, source.train_idx, source.val_idx
     tensors = to_device_data(images, source.labels, train_idx, val_idx, dev)
@@ -122,30 +135,49 @@ def train_run(cfg: Config, run_dir: str | Path, *, seed: int = 0, data_dir=None,
         model = model.to(memory_format=torch.channels_last)
     model = model.to(dev)
     log = MetricsLog(run_dir / "metrics.csv", echo=echo)
+    checkpointer = Checkpointer(ckpt_dir, enabled=main)
+    state = checkpointer.latest(echo) if resume else None
+    if state is not None and state.stage in completed:
+        state = None  # that stage's final weights are in its own file
     if completed:
         load_weights(ckpt_dir / f"{completed[-1]}.safetensors", model)
-        echo(f"resuming after finished stage(s): {', '.join(completed)}")
-    if main:
-        log.keep_stages(set(completed))
+    if resume:
+        echo(f"resuming from {state.position}" if state else
+             f"resuming after finished stage(s): {', '.join(completed)}" if completed else "resuming from the start")
+    if main and resume:
+        log.keep(set(completed), state.stage if state else None, state.meta["epoch"] if state else 0)
 
-    summaries = read_json(progress_path).get("summaries", {}) if completed else {}
-    for stage in stage_plan(cfg):
-        if stage in completed:
-            continue
-        start = time.perf_counter()
-        if stage == "ae":
-            summary = train_autoencoder(model, tensors, cfg.train, seed=seed, device=dev, log=log, progress=progress,
-                                        ctx=ctx)
-        else:
-            summary = train_classifier(model, tensors, cfg.train, stage=stage, seed=seed, device=dev,
-                                       log=log, progress=progress, ctx=ctx)
-        summary["seconds"] = time.perf_counter() - start
-        completed.append(stage)
-        summaries[stage] = summary
-        if main:  # save the finished stage before the next one starts
-            save_weights(ckpt_dir / f"{stage}.safetensors", model)
-            atomic_write_json(progress_path, {"completed": completed, "summaries": summaries})
-        echo(f"stage {stage} done in {summary['seconds']:.1f}s (best epoch {summary['best_epoch']})")
+    with GracefulStop(echo) as stop:
+        for stage in stage_plan(cfg):
+            if stage in completed:
+                continue
+            if stop():  # asked to stop just as the previous stage finished
+                raise TrainingInterrupted(f"stopped before stage {stage}")
+            start = time.perf_counter()
+            stage_state = state if state is not None and state.stage == stage else None
+            common = dict(seed=seed, device=dev, log=log, progress=progress, ctx=ctx, checkpointer=checkpointer,
+                          resume=stage_state, should_stop=stop)
+            try:
+                if stage == "ae":
+                    summary = train_autoencoder(model, tensors, cfg.train, **common)
+                else:
+                    summary = train_classifier(model, tensors, cfg.train, stage=stage, **common)
+            except NonFiniteLossError as err:
+                last = checkpointer.latest()
+                kept = f"the last good checkpoint ({last.position}) is kept in {ckpt_dir}" if last else "no epoch finished"
+                raise NonFiniteLossError(f"{err}; training stopped, {kept}. Lower the learning rate and train again, "
+                                         "or resume to retry") from None
+            except TrainingInterrupted as err:
+                raise TrainingInterrupted(f"{err}; the state is saved in {ckpt_dir}. Continue with "
+                                          f"`deepautodnn train --resume {run_dir}`") from None
+            # Time before an interruption counts too (`_fit` carries it in the checkpoint).
+            summary["seconds"] = max(summary.get("seconds", 0.0), time.perf_counter() - start)
+            completed.append(stage)
+            summaries[stage] = summary
+            if main:  # save the finished stage before the next one starts
+                save_weights(ckpt_dir / f"{stage}.safetensors", model)
+                atomic_write_json(progress_path, {"completed": completed, "summaries": summaries})
+            echo(f"stage {stage} done in {summary['seconds']:.1f}s (best epoch {summary['best_epoch']})")
 
     model = model.to(memory_format=torch.contiguous_format).eval()
     if not main:  # the other ranks are done: their weights are rank 0's
@@ -165,14 +197,39 @@ def train_run(cfg: Config, run_dir: str | Path, *, seed: int = 0, data_dir=None,
         "skipped_files": source.skipped,
         "device": str(dev),
         "world_size": ctx.world_size,
+        "deterministic": deterministic,
         "machine": machine_info(),
     }
-    save_model(run_dir, model, cfg, metrics, seed=seed, train_limit=train_limit, data=data)
+    save_model(run_dir, model, cfg, metrics, seed=seed, train_limit=train_limit, data=data,
+               deterministic=deterministic)
     _calibrate_unknown(model, cfg, images[val_idx], run_dir, dev, echo)
     write_report(run_dir, metrics)
     distributed.barrier(ctx)
     distributed.shutdown()
     return metrics
+
+
+def use_deterministic_kernels() -> None:
+    """Only deterministic kernels from here on: same seed, same machine -> the same weights."""
+    import os
+
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS needs it for deterministic GEMMs
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.benchmark = False
+
+
+def _check_writable(run_dir: Path) -> None:
+    """Fail at once, naming the folder, if the run can't be written (no permission, no space)."""
+    probe = run_dir / ".deepautodnn-write-test"
+    try:
+        atomic_write_bytes(probe, b"ok")
+    except WriteError as err:
+        raise RunError(f"{run_dir}: the run folder can't be written ({err.strerror}); choose another --out "
+                       "or free space") from None
+    probe.unlink(missing_ok=True)
+    for folder in (run_dir, run_dir / CHECKPOINT_DIR):
+        for leftover in folder.glob(".*.tmp"):  # temporary files of writes a kill cut short
+            leftover.unlink(missing_ok=True)
 
 
 def _calibrate_unknown(model, cfg: Config, val_images, run_dir: Path, dev, echo) -> None:

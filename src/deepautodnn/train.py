@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import csv
+import io
 import math
 import random
 import sys
@@ -27,9 +28,14 @@ import torch
 import torch.nn.functional as F
 
 from . import distributed
+from .checkpoint import atomic_write_text
 from .config import Config, TrainConfig
 from .distributed import SINGLE, DistContext
 from .models import DeepAutoDNN
+from .training_state import (
+    Checkpointer, NonFiniteLossError, TrainingInterrupted, TrainingState, optimizer_tensors, restore_optimizer,
+    restore_rng_meta, rng_meta,
+)
 
 STAGES = ("ae", "dnn", "finetune")
 METRICS_COLUMNS = ("stage", "epoch", "loss", "train_acc", "val_acc", "val_mse", "lr", "seconds")
@@ -217,6 +223,9 @@ def _fit(
     progress: bool,
     ctx: DistContext = SINGLE,
     on_step: Callable[[int], None] | None = None,
+    checkpointer: Checkpointer | None = None,
+    resume: TrainingState | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> dict:
     """The one training loop all stages share (and the torch baselines reuse).
 
@@ -224,6 +233,11 @@ def _fit(
     `tcfg.keep_best_epoch` is off or there is no validation split. With several ranks (`ctx`),
     `step_loss` must run a DDP-wrapped module; rank 0 validates and logs, and every rank follows
     its choice of epoch. `on_step(step)` runs after each optimiser step.
+
+    With a `checkpointer`, the whole loop state is saved after every epoch; `resume` (a state of
+    this stage, its model weights already loaded) continues from it exactly. When `should_stop()`
+    turns true, the state is saved after the current batch (single process) or epoch (torchrun)
+    and TrainingInterrupted is raised.
     """
     from tqdm import tqdm
 
@@ -237,37 +251,69 @@ def _fit(
     steps_per_epoch = math.ceil(n_train / batch_size)
     schedule = make_schedule(optimizer, tcfg.schedule, lr, steps_per_epoch * epochs)
     best_score, best_state, best_epoch = None, None, 0
-    for epoch in range(1, epochs + 1):
-        start = time.perf_counter()
+    stage_start = time.perf_counter() - (resume.meta.get("stage_seconds", 0.0) if resume is not None else 0.0)
+    first_epoch, skip = 1, 0
+    sums = _EpochSums()
+    if resume is not None:
+        restore_optimizer(optimizer, resume)
+        schedule.load_state_dict(dict(resume.meta["schedule"]))
+        best_score, best_epoch = resume.meta["best_score"], resume.meta["best_epoch"]
+        best_state = resume.section("best") or None
+        first_epoch, skip = resume.meta["epoch"] + 1, resume.meta["batch"]
+        sums = _EpochSums.from_meta(resume.meta["sums"], data_device) if skip else sums
+        _restore_generators(resume, {"order": gen, "noise": noise}, main=ctx.is_main)
+
+    def save(epoch: int, batch: int, order_state: torch.Tensor) -> None:
+        if checkpointer is None:
+            return
+        tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+        tensors.update({f"best.{k}": v for k, v in (best_state or {}).items()})
+        opt_tensors, groups = optimizer_tensors(optimizer)
+        tensors.update(opt_tensors)
+        tensors.update({"rng.torch": torch.get_rng_state(), "rng.order": order_state, "rng.noise": noise.get_state()})
+        if torch.cuda.is_available() and torch.device(data_device).type == "cuda":
+            tensors["rng.cuda"] = torch.cuda.get_rng_state(data_device)
+        meta = {"best_score": best_score, "best_epoch": best_epoch, "optimizer_groups": groups,
+                "schedule": schedule.state_dict(), "sums": sums.to_meta(), "seed": seed,
+                "stage_seconds": time.perf_counter() - stage_start, **rng_meta()}
+        checkpointer.save(stage=stage, epoch=epoch, batch=batch, tensors=tensors, meta=meta)
+
+    stop = should_stop or (lambda: False)
+    for epoch in range(first_epoch, epochs + 1):
+        start = time.perf_counter() - sums.seconds
         set_modes()
-        # Sums stay on the device: reading them once per epoch, not per batch, keeps a GPU busy.
-        total_loss = total_correct = 0
-        seen = 0
-        bar = tqdm(_batches(n_train, batch_size, gen, data_device, ctx), desc=f"{stage} {epoch}/{epochs}",
+        order_state = gen.get_state()  # what `resume` needs to draw this epoch's batches again
+        batches = _batches(n_train, batch_size, gen, data_device, ctx)
+        bar = tqdm(batches[skip:], desc=f"{stage} {epoch}/{epochs}", initial=skip, total=len(batches),
                    leave=False, disable=not progress or not ctx.is_main, file=sys.stderr)
-        for idx in bar:
+        for batch_number, idx in enumerate(bar, start=skip + 1):
             loss, correct = step_loss(idx, noise)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             schedule.step()
-            total_loss = total_loss + loss.detach() * len(idx)
-            if correct is not None:
-                total_correct = total_correct + correct
-            seen += len(idx)
+            sums.add(loss, correct, len(idx))
             if on_step is not None:
                 on_step(schedule.last_epoch)
+            if not ctx.enabled and stop() and batch_number < len(batches):
+                if not math.isfinite(float(sums.loss)):
+                    raise NonFiniteLossError(f"stage {stage}, epoch {epoch}: loss became {float(sums.loss)}")
+                sums.seconds = time.perf_counter() - start
+                save(epoch - 1, batch_number, order_state)
+                raise TrainingInterrupted(f"stopped in stage {stage}, epoch {epoch}, after batch {batch_number}")
+        skip = 0
         total_loss, total_correct, seen = distributed.sum_over_ranks(
-            [float(total_loss), float(total_correct), seen], ctx, data_device)
+            [float(sums.loss), float(sums.correct), sums.seen], ctx, data_device)
+        sums = _EpochSums()
         epoch_loss = total_loss / seen
         if not math.isfinite(epoch_loss):
             # A non-finite loss poisons the sum, so one check per epoch catches every batch.
-            raise FloatingPointError(f"stage {stage}, epoch {epoch}: loss became {epoch_loss}")
+            raise NonFiniteLossError(f"stage {stage}, epoch {epoch}: loss became {epoch_loss}")
         row = {
             "stage": stage,
             "epoch": epoch,
             "loss": epoch_loss,
-            "train_acc": float(total_correct) / seen if stage != "ae" else None,
+            "train_acc": total_correct / seen if stage != "ae" else None,
             "lr": optimizer.param_groups[0]["lr"],
         }
         row.update(distributed.from_main(validate() if ctx.is_main else None, ctx))
@@ -277,13 +323,50 @@ def _fit(
         score = row.get(score_key)
         if score is None or not tcfg.keep_best_epoch:  # keep the last epoch
             best_score, best_epoch = score, epoch
-            continue
-        if best_score is None or (score > best_score if higher_is_better else score < best_score):
+        elif best_score is None or (score > best_score if higher_is_better else score < best_score):
             best_score, best_epoch = score, epoch
             best_state = copy.deepcopy(model.state_dict())
+        save(epoch, 0, gen.get_state())
+        stopping = stop() if not ctx.enabled else distributed.sum_over_ranks([float(stop())], ctx, data_device)[0] > 0
+        if stopping and epoch < epochs:
+            raise TrainingInterrupted(f"stopped in stage {stage} after epoch {epoch}")
     if best_state is not None:
         model.load_state_dict(best_state)
-    return {"stage": stage, "best_epoch": best_epoch, score_key: best_score}
+    return {"stage": stage, "best_epoch": best_epoch, score_key: best_score,
+            "seconds": time.perf_counter() - stage_start}
+
+
+class _EpochSums:
+    """Running loss and accuracy sums of one epoch. They stay on the device: reading them once per
+    epoch, not per batch, keeps a GPU busy."""
+
+    def __init__(self, loss=0.0, correct=0, seen: int = 0, seconds: float = 0.0):
+        self.loss, self.correct, self.seen, self.seconds = loss, correct, seen, seconds
+
+    def add(self, loss: torch.Tensor, correct: torch.Tensor | None, n: int) -> None:
+        self.loss = self.loss + loss.detach() * n
+        if correct is not None:
+            self.correct = self.correct + correct
+        self.seen += n
+
+    def to_meta(self) -> dict:
+        return {"loss": float(self.loss), "correct": int(self.correct), "seen": self.seen, "seconds": self.seconds}
+
+    @classmethod
+    def from_meta(cls, meta: dict, device) -> "_EpochSums":
+        # float32 and int64 tensors, as the sums were when saved, so the epoch's figures come out the same.
+        return cls(torch.tensor(meta["loss"], dtype=torch.float32, device=device),
+                   torch.tensor(meta["correct"], dtype=torch.int64, device=device), meta["seen"], meta["seconds"])
+
+
+def _restore_generators(state: TrainingState, gens: dict[str, torch.Generator], main: bool) -> None:
+    restore_rng_meta(state.meta)
+    gens["order"].set_state(state.tensors["rng.order"])
+    if main:  # other torchrun ranks keep their own freshly seeded noise: rank 0's state is the one saved
+        gens["noise"].set_state(state.tensors["rng.noise"])
+        torch.set_rng_state(state.tensors["rng.torch"])
+        if "rng.cuda" in state.tensors and torch.cuda.is_available():
+            torch.cuda.set_rng_state(state.tensors["rng.cuda"])
 
 
 @torch.inference_mode()
@@ -311,8 +394,13 @@ def reconstruction_mse(model: DeepAutoDNN, x_u8: torch.Tensor, prec: _Precision,
 
 def train_autoencoder(model: DeepAutoDNN, data: TrainingData, tcfg: TrainConfig, *, seed: int,
                       device: torch.device, log: EpochLogger, progress: bool = False,
-                      ctx: DistContext = SINGLE, on_step=None) -> dict:
-    """Stage 1: minimise the reconstruction MSE (paper Eq. 3, Table I) on images only."""
+                      ctx: DistContext = SINGLE, on_step=None, checkpointer: Checkpointer | None = None,
+                      resume: TrainingState | None = None, should_stop=None) -> dict:
+    """Stage 1: minimise the reconstruction MSE (paper Eq. 3, Table I) on images only.
+
+    `checkpointer`, `resume` and `should_stop` are as for `_fit`."""
+    if resume is not None:
+        resume.load_model(model)
     prec = _Precision(tcfg, device)
     net = distributed.wrap(model.autoencoder, ctx)  # (B, 1, H, W) -> reconstruction
 
@@ -331,6 +419,7 @@ def train_autoencoder(model: DeepAutoDNN, data: TrainingData, tcfg: TrainConfig,
         epochs=tcfg.ae_epochs, batch_size=tcfg.ae_batch_size, lr=tcfg.ae_lr, tcfg=tcfg, seed=seed,
         step_loss=step_loss, data_device=data.x_train.device, validate=validate, score_key="val_mse",
         higher_is_better=False, log=log, progress=progress, ctx=ctx, on_step=on_step,
+        checkpointer=checkpointer, resume=resume, should_stop=should_stop,
     )
 
 
@@ -352,10 +441,15 @@ def _frozen_features(model, x_u8, prec, cache_limit_gib: float):
 
 def train_classifier(model: DeepAutoDNN, data: TrainingData, tcfg: TrainConfig, *, stage: str,
                      seed: int, device: torch.device, log: EpochLogger, progress: bool = False,
-                     ctx: DistContext = SINGLE, on_step=None) -> dict:
-    """Stage 2 ("dnn": encoder frozen, as Algorithm 1) or stage 3 ("finetune": end to end)."""
+                     ctx: DistContext = SINGLE, on_step=None, checkpointer: Checkpointer | None = None,
+                     resume: TrainingState | None = None, should_stop=None) -> dict:
+    """Stage 2 ("dnn": encoder frozen, as Algorithm 1) or stage 3 ("finetune": end to end).
+
+    `checkpointer`, `resume` and `should_stop` are as for `_fit`."""
     if stage not in ("dnn", "finetune"):
         raise ValueError(f"stage must be 'dnn' or 'finetune', got {stage!r}")
+    if resume is not None:
+        resume.load_model(model)  # before the frozen codes are computed from it
     prec = _Precision(tcfg, device)
     frozen = stage == "dnn"
     if frozen:
@@ -422,6 +516,7 @@ def train_classifier(model: DeepAutoDNN, data: TrainingData, tcfg: TrainConfig, 
             n_train=len(data.x_train), epochs=epochs, batch_size=batch_size, lr=lr, tcfg=tcfg,
             seed=seed, step_loss=step_loss, data_device=data.x_train.device, validate=validate,
             score_key="val_acc", higher_is_better=True, log=log, progress=progress, ctx=ctx, on_step=on_step,
+            checkpointer=checkpointer, resume=resume, should_stop=should_stop,
         )
     finally:
         for p in model.encoder.parameters():
@@ -435,13 +530,22 @@ class MetricsLog:
         self.path = path
         self.echo = echo
 
-    def keep_stages(self, stages: set[str]) -> None:
-        """Drop rows of stages that did not finish (used when resuming)."""
-        rows = [r for r in self.read() if r["stage"] in stages]
-        with open(self.path, "w", newline="") as f:
-            writer = csv.DictWriter(f, METRICS_COLUMNS)
-            writer.writeheader()
-            writer.writerows(rows)
+    def keep(self, stages: set[str], current: str | None = None, up_to_epoch: int = 0) -> None:
+        """Keep the rows of finished `stages` and of `current` up to its checkpoint's epoch; drop
+        the rest, including a line cut short by a kill (used when resuming)."""
+        def finished(row) -> bool:
+            if None in row or any(row.get(k) is None for k in METRICS_COLUMNS):  # a cut or garbled line
+                return False
+            if row["stage"] in stages:
+                return True
+            return row["stage"] == current and row["epoch"].isdigit() and int(row["epoch"]) <= up_to_epoch
+
+        rows = [r for r in self.read() if finished(r)]
+        text = io.StringIO()
+        writer = csv.DictWriter(text, METRICS_COLUMNS, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        atomic_write_text(self.path, text.getvalue())
 
     def read(self) -> list[dict]:
         if not self.path.exists():
@@ -452,7 +556,7 @@ class MetricsLog:
     def __call__(self, row: dict) -> None:
         new = not self.path.exists()
         with open(self.path, "a", newline="") as f:
-            writer = csv.DictWriter(f, METRICS_COLUMNS)
+            writer = csv.DictWriter(f, METRICS_COLUMNS, lineterminator="\n")
             if new:
                 writer.writeheader()
             writer.writerow({k: _fmt(row.get(k)) for k in METRICS_COLUMNS})
