@@ -64,6 +64,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     s.add_argument("--token", help="require 'Authorization: Bearer TOKEN' (default: $DEEPAUTODNN_TOKEN); "
                                    "required when binding to a non-loopback address")
     s.add_argument("--max-body-mb", type=float, default=10, help="largest request body in MiB (default: 10)")
+    s.add_argument("--client-timeout", type=float, default=15,
+                   help="seconds a client may take to send a request's headers, and again its body; slower "
+                        "ones are cut off (default: 15)")
 
     x = sub.add_parser("export", help="export a model directory to ONNX, checked against PyTorch")
     x.add_argument("model_dir")
@@ -218,22 +221,23 @@ def cmd_serve(args) -> int:
 
     import uvicorn
 
-    from .service import create_app, is_loopback
+    from .service import create_app, is_loopback, slow_client_protocol
 
     token = args.token or os.environ.get("DEEPAUTODNN_TOKEN") or None
     if not is_loopback(args.host) and not token:
         raise ValueError(f"binding to {args.host} exposes the service beyond this machine; "
                          "set --token or DEEPAUTODNN_TOKEN")
-    if args.max_body_mb <= 0:
-        raise ValueError("--max-body-mb must be > 0")
+    if args.max_body_mb <= 0 or args.client_timeout <= 0:
+        raise ValueError("--max-body-mb and --client-timeout must be > 0")
     from .checkpoint import load_config
 
     load_config(args.model_dir)  # fail now, with a clear message, if the directory is not a model
     from .inference import make_backend
 
     make_backend(args.model_dir, args.backend)  # likewise for a missing or broken ONNX file
-    app = create_app(args.model_dir, backend=args.backend, token=token, max_body_bytes=int(args.max_body_mb * 2**20))
-    uvicorn.run(app, host=args.host, port=args.port, log_level="info")
+    app = create_app(args.model_dir, backend=args.backend, token=token, max_body_bytes=int(args.max_body_mb * 2**20),
+                     client_timeout_s=args.client_timeout)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="info", http=slow_client_protocol(args.client_timeout))
     return 0
 
 

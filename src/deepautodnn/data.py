@@ -7,8 +7,8 @@ touched only for the final report.
 
 from __future__ import annotations
 
-import gzip
 import hashlib
+import math
 import os
 import shutil
 import tempfile
@@ -71,6 +71,32 @@ class DatasetNotFoundError(DataError):
     """Fashion-MNIST is nowhere on disk and could not be downloaded."""
 
 
+MAX_IDX_BYTES = 2**30  # 1 GiB: 20x Fashion-MNIST's training images; bounds what a gzip bomb can cost
+
+
+def _gunzip(raw: bytes, name) -> bytes:
+    """Decompress every gzip member of `raw`, refusing more than MAX_IDX_BYTES of output."""
+    out, size = [], 0
+    while raw:
+        inflater = zlib.decompressobj(wbits=31)  # 31: gzip header and trailer
+        try:
+            while raw:
+                chunk = inflater.decompress(raw, MAX_IDX_BYTES - size + 1)
+                raw = inflater.unconsumed_tail
+                out.append(chunk)
+                size += len(chunk)
+                if size > MAX_IDX_BYTES:
+                    raise DataError(f"{name}: decompresses to more than {MAX_IDX_BYTES // 2**20} MiB; refused")
+                if inflater.eof or not chunk:
+                    break
+        except zlib.error as err:
+            raise DataError(f"{name}: corrupt or truncated gzip data ({err})") from None
+        if not inflater.eof:
+            raise DataError(f"{name}: corrupt or truncated gzip data (ends before the end of the stream)")
+        raw = inflater.unused_data.lstrip(b"\0")  # another member may follow; padding zeros may not
+    return b"".join(out)
+
+
 def _read_bytes(path: Path) -> bytes:
     """The file's payload, transparently gunzipped (detected by magic bytes, not by suffix)."""
     try:
@@ -78,10 +104,7 @@ def _read_bytes(path: Path) -> bytes:
     except OSError as err:
         raise DataError(f"{path}: cannot read file ({err.strerror or err})") from None
     if raw[:2] == b"\x1f\x8b":
-        try:
-            return gzip.decompress(raw)
-        except (OSError, EOFError, zlib.error) as err:
-            raise DataError(f"{path}: corrupt or truncated gzip data ({err})") from None
+        return _gunzip(raw, path)
     return raw
 
 
@@ -101,7 +124,7 @@ def parse_idx(payload: bytes, name: str = "<bytes>") -> np.ndarray:
         raise DataError(f"{name}: truncated IDX header")
     shape = tuple(int.from_bytes(payload[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     dtype = _IDX_DTYPES[type_code]
-    expected = header_len + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    expected = header_len + math.prod(shape) * dtype.itemsize  # exact: a hostile header can't overflow it
     if len(payload) != expected:
         kind = "truncated" if len(payload) < expected else "has trailing bytes"
         raise DataError(

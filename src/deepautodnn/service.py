@@ -6,7 +6,10 @@ Endpoints: `POST /v1/predict` (multipart field `files`, one or more images), `GE
 OpenAPI docs at `/docs`. Every error is JSON `{"detail": "..."}` with a 4xx status: 401 without
 the bearer token when one is set, 413 for a body over the cap (refused as soon as the declared
 length or the bytes read pass it), 415 for a body that is not multipart/form-data, 422 for a
-missing field or an image that can't be decoded.
+missing field or an image that can't be decoded, 408 for a body that takes longer than the
+client timeout to arrive. Served by `deepautodnn serve`, a client must also send each request's
+headers within that timeout (`slow_client_protocol`), so slow clients (slowloris) are cut off
+instead of holding connections for ever.
 """
 
 from __future__ import annotations
@@ -26,7 +29,9 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, JSONResponse
 
 DEFAULT_MAX_BODY_BYTES = 10 * 2**20
+DEFAULT_CLIENT_TIMEOUT_S = 15.0  # for a request's headers, and again for its body
 MAX_FILES = 64
+CLOSE = {"Connection": "close"}  # for answers sent before the body was read: the rest of it is not wanted
 
 
 class Predictor:
@@ -145,9 +150,11 @@ def _png_base64(arr: np.ndarray) -> str:
 
 
 def create_app(model_dir: str | Path, *, backend: str = "auto", token: str | None = None,
-               max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, load_in_background: bool = True):
+               max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, load_in_background: bool = True,
+               client_timeout_s: float = DEFAULT_CLIENT_TIMEOUT_S):
     """The FastAPI app. The model loads once, in the app's lifespan, on a background thread so that
-    /livez answers at once and /readyz says 503 until it is ready."""
+    /livez answers at once and /readyz says 503 until it is ready. A request body that takes more
+    than `client_timeout_s` to arrive gets 408."""
     from .preprocess import ImageError, load_image
     from .webpage import PAGE
 
@@ -226,12 +233,22 @@ def create_app(model_dir: str | Path, *, backend: str = "auto", token: str | Non
             raise HTTPException(415, f"send images as multipart/form-data (field 'files'), not {kind or 'no content type'!r}")
         declared = request.headers.get("content-length")
         if declared and declared.isdigit() and int(declared) > max_body_bytes:
-            raise HTTPException(413, f"request body of {int(declared)} bytes is over the limit of {max_body_bytes}")
+            raise HTTPException(413, f"request body of {int(declared)} bytes is over the limit of {max_body_bytes}",
+                                headers=CLOSE)
         body = bytearray()
-        async for chunk in request.stream():  # counted as it arrives: a lying length can't get past
+        chunks = request.stream().__aiter__()
+        deadline = asyncio.get_running_loop().time() + client_timeout_s
+        while True:  # counted as it arrives: a lying length can't get past; timed: a slow one can't hold on
+            try:
+                chunk = await asyncio.wait_for(chunks.__anext__(), deadline - asyncio.get_running_loop().time())
+            except StopAsyncIteration:
+                break
+            except asyncio.TimeoutError:
+                raise HTTPException(408, f"request body took longer than {client_timeout_s:g} s to arrive",
+                                    headers=CLOSE) from None
             body += chunk
             if len(body) > max_body_bytes:
-                raise HTTPException(413, f"request body is over the limit of {max_body_bytes} bytes")
+                raise HTTPException(413, f"request body is over the limit of {max_body_bytes} bytes", headers=CLOSE)
         request._body = bytes(body)  # let Starlette parse the form from what was read
         try:
             form = await request.form(max_files=MAX_FILES)
@@ -258,6 +275,51 @@ def create_app(model_dir: str | Path, *, backend: str = "auto", token: str | Non
         return PAGE
 
     return app
+
+
+def slow_client_protocol(timeout_s: float = DEFAULT_CLIENT_TIMEOUT_S):
+    """uvicorn's h11 protocol, plus a deadline on request headers: they must all arrive within
+    `timeout_s` of the connection opening or finishing its last response, else it is closed.
+    (uvicorn alone times out idle kept-alive connections, but not one trickling a header.)"""
+    import h11
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class HeaderDeadlineH11Protocol(H11Protocol):
+        _header_timer = None
+
+        def _arm(self) -> None:
+            self._disarm()
+            self._header_timer = self.loop.call_later(timeout_s, self._headers_too_slow)
+
+        def _disarm(self) -> None:
+            if self._header_timer is not None:
+                self._header_timer.cancel()
+                self._header_timer = None
+
+        def _headers_too_slow(self) -> None:
+            self._header_timer = None
+            if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
+                self.transport.close()
+
+        def connection_made(self, transport) -> None:
+            super().connection_made(transport)
+            self._arm()
+
+        def data_received(self, data: bytes) -> None:
+            super().data_received(data)
+            if self.conn.their_state is not h11.IDLE:  # the headers are in: the body has its own deadline
+                self._disarm()
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            if not self.transport.is_closing():
+                self._arm()  # the next request's headers on this kept-alive connection
+
+        def connection_lost(self, exc) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+    return HeaderDeadlineH11Protocol
 
 
 def _version() -> str:
