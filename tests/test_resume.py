@@ -10,7 +10,6 @@ import random
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -22,7 +21,10 @@ from deepautodnn.config import Config, ModelConfig, TrainConfig
 from deepautodnn.runner import RunError
 from deepautodnn.training_state import Checkpointer, NonFiniteLossError
 
-HELPER = Path(__file__).parent / "helpers" / "train_with_pause.py"
+sys.path.insert(0, str(Path(__file__).parent / "helpers"))
+
+from interrupt import Interruption, interrupt  # noqa: E402
+
 # The `fast` network for 2 + 2 + 4 epochs on 1,000 images: each epoch well under a second.
 TRAIN = ["train", "--preset", "fast", "--ae-epochs", "2", "--dnn-epochs", "2", "--finetune-epochs", "4",
          "--train-limit", "1000", "--deterministic", "--quiet"]
@@ -38,27 +40,6 @@ def _curves(run: Path) -> list[tuple]:
         return [tuple(v for k, v in row.items() if k != "seconds") for row in csv.DictReader(f)]
 
 
-def _start(args: list[str], tmp_path: Path, pause_at: str = "safetensors:0") -> subprocess.Popen:
-    env = {**os.environ, "PAUSE_AT": pause_at, "PAUSE_MARKER": str(tmp_path / "paused")}
-    return subprocess.Popen([sys.executable, str(HELPER), *args], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-
-
-def _wait_for(condition, proc: subprocess.Popen, what: str, timeout: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if proc.poll() is not None:
-            pytest.fail(f"training ended (exit {proc.returncode}) before {what}: {proc.stderr.read()[-2000:]}")
-        if time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.01)
-
-
-def _states(run: Path) -> list[str]:
-    return [p.stem for p in Checkpointer(run / "checkpoints").complete()]
-
-
 def test_kill_9_at_random_moments_and_mid_save_then_resume_gives_identical_weights(tmp_path, data_dir):
     data = ["--data-dir", str(data_dir)]
     straight = subprocess.run([sys.executable, "-m", "deepautodnn", *TRAIN, *data, "--out", str(tmp_path / "straight")],
@@ -67,43 +48,30 @@ def test_kill_9_at_random_moments_and_mid_save_then_resume_gives_identical_weigh
 
     run = tmp_path / "cut"
     rng = random.Random(7)  # the kill delays: random, but the same on every test run
-    first = [*TRAIN, *data, "--out", str(run)]
-    resume = ["train", "--resume", str(run), *data]
-    marker = tmp_path / "paused"
-    # (how the process is started, when it is stopped, how it must end)
     plan = [
-        (first, "safetensors:2", "frozen writing its 2nd state's tensors", signal.SIGKILL),
-        (resume, "safetensors:0", "a random moment in stage dnn", signal.SIGKILL),
-        (resume, "json:1", "frozen writing its 1st state's JSON", signal.SIGKILL),
-        (resume, "safetensors:0", "a random moment in fine-tuning", signal.SIGINT),
-        (resume, "safetensors:0", "a random moment in fine-tuning", signal.SIGKILL),
+        Interruption("mid-save-tensors", nth_save=2),  # the 2nd state's tensors: stage ae, epoch 2
+        Interruption("random", delay=rng.uniform(0, 0.4)),
+        Interruption("mid-save-json", nth_save=1),
+        Interruption("ctrl-c", delay=rng.uniform(0, 0.4)),
+        Interruption("random", delay=rng.uniform(0, 0.4)),
     ]
     positions = []
-    for args, pause_at, moment, sig in plan:
-        marker.unlink(missing_ok=True)
-        before = _states(run) if run.exists() else []
-        proc = _start(args, tmp_path, pause_at)
-        if "frozen" in moment:
-            _wait_for(marker.exists, proc, moment)
+    for i, what in enumerate(plan):
+        args = [*TRAIN, *data, "--out", str(run)] if i == 0 else ["train", "--resume", str(run), *data]
+        record = interrupt(args, run, what, tmp_path)
+        assert not record["ended_before_signal"], record
+        if what.how == "ctrl-c":  # saved, a clear message, the interrupted exit code
+            assert record["exit_code"] == 130, record["stderr_tail"]
+            assert "Continue with `deepautodnn train --resume" in record["stderr_tail"]
+            assert "Traceback" not in record["stderr_tail"]
         else:
-            stage = "dnn" if "dnn" in moment else "finetune"
-            _wait_for(lambda: any(f"-{stage}-" in s and s not in before for s in _states(run)), proc, moment)
-            time.sleep(rng.uniform(0.0, 0.4))
-        proc.send_signal(sig)
-        out, err = proc.communicate(timeout=120)
-        if sig == signal.SIGKILL:
-            assert proc.returncode == -signal.SIGKILL, f"{moment}: exit {proc.returncode}: {err[-2000:]}"
-        else:  # Ctrl-C: saved, a clear message, the interrupted exit code
-            assert proc.returncode == 130, err[-2000:]
-            assert "Continue with `deepautodnn train --resume" in err and "Traceback" not in err
-        # The previous checkpoint always loads: the newest complete pair verifies, no fallback needed.
-        checkpointer = Checkpointer(run / "checkpoints")
-        newest = checkpointer.complete()[-1]
-        state = checkpointer.load(newest)
-        positions.append((state.meta["stage"], state.meta["epoch"], state.meta["batch"]))
+            assert record["exit_code"] == -signal.SIGKILL, record
+        assert record["loads"]  # the newest checkpoint always loads after a kill
+        positions.append(tuple(record["newest"]))
     assert positions == sorted(positions) and len(set(positions)) >= 4, positions  # each resume made progress
 
-    final = subprocess.run([sys.executable, "-m", "deepautodnn", *resume], capture_output=True, text=True, timeout=300)
+    final = subprocess.run([sys.executable, "-m", "deepautodnn", "train", "--resume", str(run), *data],
+                           capture_output=True, text=True, timeout=300)
     assert final.returncode == 0, final.stderr[-2000:]
     assert _sha(run / "model.safetensors") == _sha(tmp_path / "straight" / "model.safetensors")
     assert _curves(run) == _curves(tmp_path / "straight")

@@ -152,7 +152,7 @@ def train_run(cfg: Config, run_dir: str | Path, *, seed: int = 0, data_dir=None,
             if stage in completed:
                 continue
             if stop():  # asked to stop just as the previous stage finished
-                raise TrainingInterrupted(f"stopped before stage {stage}")
+                raise _with_resume_hint(TrainingInterrupted(f"stopped before stage {stage}"), run_dir)
             start = time.perf_counter()
             stage_state = state if state is not None and state.stage == stage else None
             common = dict(seed=seed, device=dev, log=log, progress=progress, ctx=ctx, checkpointer=checkpointer,
@@ -168,8 +168,7 @@ def train_run(cfg: Config, run_dir: str | Path, *, seed: int = 0, data_dir=None,
                 raise NonFiniteLossError(f"{err}; training stopped, {kept}. Lower the learning rate and train again, "
                                          "or resume to retry") from None
             except TrainingInterrupted as err:
-                raise TrainingInterrupted(f"{err}; the state is saved in {ckpt_dir}. Continue with "
-                                          f"`deepautodnn train --resume {run_dir}`") from None
+                raise _with_resume_hint(err, run_dir) from None
             # Time before an interruption counts too (`_fit` carries it in the checkpoint).
             summary["seconds"] = max(summary.get("seconds", 0.0), time.perf_counter() - start)
             completed.append(stage)
@@ -207,6 +206,11 @@ def train_run(cfg: Config, run_dir: str | Path, *, seed: int = 0, data_dir=None,
     distributed.barrier(ctx)
     distributed.shutdown()
     return metrics
+
+
+def _with_resume_hint(err: TrainingInterrupted, run_dir: Path) -> TrainingInterrupted:
+    return TrainingInterrupted(f"{err}; the state is saved in {run_dir / CHECKPOINT_DIR}. Continue with "
+                               f"`deepautodnn train --resume {run_dir}`")
 
 
 def use_deterministic_kernels() -> None:
