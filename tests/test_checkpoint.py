@@ -164,3 +164,20 @@ def test_unwritable_folder_is_a_clear_error(tmp_path):
         atomic_write_bytes(blocker / "sub" / "f.bin", b"x")  # works even as root, unlike chmod
     assert isinstance(err.value, DeepAutoDNNError) and isinstance(err.value, OSError)
     assert blocker.read_text() == "not a folder"
+
+
+def test_nothing_in_the_package_unpickles():
+    """Only safetensors and JSON are read: no torch.load (unless weights_only=True), pickle, joblib
+    or np.load with allow_pickle, anywhere in the package, the benchmarks or the scripts."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    risky = re.compile(r"torch\.load\((?![^)]*weights_only=True)|\bpickle\.loads?\(|\bjoblib\.load\(|"
+                       r"allow_pickle\s*=\s*True|\bdill\.|\bcloudpickle\.")
+    files = [p for folder in ("src", "benchmarks", "scripts") for p in (root / folder).rglob("*.py")]
+    assert len(files) > 20
+    found = [f"{p.relative_to(root)}:{n}" for p in files
+             for n, line in enumerate(p.read_text().splitlines(), 1) if risky.search(line)]
+    assert found == []
+    assert risky.search("state = torch.load(path)") and not risky.search("torch.load(p, weights_only=True)")

@@ -79,6 +79,9 @@ def test_predict_reports_bad_files_and_exits_nonzero(tmp_path, tiny_run, data_di
 @pytest.mark.parametrize("args,message", [
     (["evaluate", "/nonexistent/model"], "model directory not found"),
     (["train", "--train-limit", "5"], "at least 20"),
+    (["train", "--resume", "/nonexistent/run"], "nothing to resume"),
+    (["train", "--out", "/proc/deepautodnn-run"], "the run folder can't be written"),  # even for root
+    (["serve", "/nonexistent/model", "--client-timeout", "0"], "--client-timeout must be > 0"),
 ])
 def test_bad_arguments_give_clear_errors(args, message):
     proc = cli(*args, check=False)

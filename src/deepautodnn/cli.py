@@ -410,6 +410,9 @@ def main(argv=None) -> int:
     except (DeepAutoDNNError, ValueError, FloatingPointError) as err:
         print(f"deepautodnn: error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:  # a full disk or a missing permission outside our own writers; names the file
+        print(f"deepautodnn: error: {err}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         how = "rerun the same command" if args.command == "ablate" else "continue with --resume"
         print(f"deepautodnn: interrupted; finished work is kept ({how})", file=sys.stderr)
