@@ -16,21 +16,24 @@ import asyncio
 import io
 import json
 import os
-import socket
 import statistics
-import subprocess
 import sys
 import time
-import urllib.request
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from _emit import emit_json
-from deepautodnn import load_fashion_mnist
-from deepautodnn.inference import make_backend
-from deepautodnn.preprocess import load_image
-from deepautodnn.system import machine_info
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "helpers"))
+
+from server import running_server  # noqa: E402
+
+from deepautodnn import load_fashion_mnist  # noqa: E402
+from deepautodnn.inference import make_backend  # noqa: E402
+from deepautodnn.preprocess import load_image  # noqa: E402
+from deepautodnn.system import machine_info  # noqa: E402
 
 BOUNDARY = "deepautodnnbench"
 
@@ -98,20 +101,7 @@ def main() -> None:
     reference = make_backend(args.model_dir, args.backend)
     expected = reference.run(inputs)[0].argmax(1).tolist()
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = subprocess.Popen([sys.executable, "-m", "deepautodnn", "serve", args.model_dir, "--port", str(port),
-                               "--backend", args.backend], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        for _ in range(600):
-            try:
-                if urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1).status == 200:
-                    break
-            except OSError:
-                time.sleep(0.1)
-        else:
-            sys.exit("server did not become ready: " + server.stderr.read().decode()[-2000:])
+    with running_server(args.model_dir, "--backend", args.backend) as (server, port):
         requests = [multipart_request(p, port) for p in pngs]
 
         async def run(total: int) -> list:
@@ -124,9 +114,6 @@ def main() -> None:
         results = asyncio.run(run(args.requests))
         wall = time.perf_counter() - start
         rss = peak_rss_mib(server.pid)
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
     lat = sorted(r[0] * 1000 for r in results)
     pct = lambda q: lat[min(len(lat) - 1, int(q * len(lat)))]  # noqa: E731
     emit_json({

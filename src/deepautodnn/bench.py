@@ -191,7 +191,7 @@ class ClassifyGraph(torch.nn.Module):
 
 
 def _graphs(model_dir: str | None, preset: str) -> tuple[dict, Config]:
-    from .checkpoint import load_config, load_model
+    from .checkpoint import load_config
     from .inference import InferenceGraph, load_graph
 
     if model_dir:

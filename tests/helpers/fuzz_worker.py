@@ -21,6 +21,7 @@ import gzip
 import io
 import json
 import resource
+import shutil
 import struct
 import sys
 import tempfile
@@ -102,6 +103,9 @@ def image_samples() -> list[bytes]:
     return out
 
 
+FOLDER_GOOD_IMAGE = image_samples()[0]
+
+
 def csv_samples() -> list[bytes]:
     header = "label," + ",".join(f"pixel{i}" for i in range(1, 17))
     rows = [",".join(str(v) for v in [k % 3, *range(k, k + 16)]) for k in range(6)]
@@ -132,11 +136,17 @@ def target_csv(data: bytes, workdir: Path) -> None:
 
 
 def target_imagefolder(data: bytes, workdir: Path) -> None:
+    # Two classes, each with a good image and half of the fuzzed bytes, so both the "skip the bad
+    # file" path and the "a class has no readable image" path get exercised.
     root = Path(tempfile.mkdtemp(dir=workdir))
+    good = FOLDER_GOOD_IMAGE
     for k, chunk in enumerate((data[: len(data) // 2], data[len(data) // 2:])):
         (root / f"class{k}").mkdir()
-        (root / f"class{k}" / "image.png").write_bytes(chunk)
+        (root / f"class{k}" / "fuzzed.png").write_bytes(chunk)
+        if len(data) % 3:  # most cases; the rest have only the fuzzed file
+            (root / f"class{k}" / "good.png").write_bytes(good)
     _record(lambda: load_image_folder(root, 28))
+    shutil.rmtree(root)
 
 
 def target_config(data: bytes, workdir: Path) -> None:

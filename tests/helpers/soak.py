@@ -14,16 +14,13 @@ import asyncio
 import io
 import json
 import random
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from server import running_server
 
 BOUNDARY = "soakboundary"
 MAX_BODY_MB = 1  # the server's limit in the soak, so an oversized request costs ~1 MiB, not 10
@@ -249,32 +246,14 @@ def soak(model_dir: str | Path, *, requests: int, clients: int, slow_clients: in
     pngs = [_png(a) for a in images[:64]]
     expected = make_backend(model_dir).run(np.stack([load_image(p) for p in pngs]))[0].argmax(1).tolist()
     ready_made = build_requests(pngs, rng)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = subprocess.Popen([sys.executable, "-m", "deepautodnn", "serve", str(model_dir), "--port", str(port),
-                               "--max-body-mb", str(MAX_BODY_MB), "--client-timeout", str(client_timeout)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        for _ in range(600):
-            try:
-                if urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1).status == 200:
-                    break
-            except OSError:
-                time.sleep(0.1)
-        else:
-            raise RuntimeError("server did not become ready: " + server.stderr.read().decode()[-2000:])
+    with running_server(model_dir, "--max-body-mb", str(MAX_BODY_MB), "--client-timeout", str(client_timeout)) \
+            as (server, port):
         asyncio.run(_run(port, _plan(warmup, ready_made, rng), expected, clients, 0, slow_interval, time_limit))
         rss_before = _rss_mib(server.pid)
         stats = asyncio.run(_run(port, _plan(requests, ready_made, rng), expected, clients, slow_clients,
                                  slow_interval, time_limit, slow_wait=client_timeout + 5))
         rss_after = _rss_mib(server.pid)
         alive = server.poll() is None
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
     by_status = Counter()
     for key, n in stats["status"].items():
         by_status[int(key.rsplit(" ", 1)[1])] += n
