@@ -5,7 +5,8 @@
 Each case feeds random bytes, or a valid sample with random bytes changed, inserted or cut
 off, to the reader (for "config-fields": a valid config with fields set to random JSON values). The properties checked for every case:
 - nothing escapes but deepautodnn's own error types (DeepAutoDNNError);
-- no case takes longer than DEADLINE_MS (hypothesis' deadline);
+- no case takes longer than DEADLINE_MS (hypothesis' deadline), and one that hangs is
+  interrupted after HARD_LIMIT_S and fails;
 - memory stays bounded: the address space is capped at MEMORY_HEADROOM above what the process
   holds after its imports, so a reader that tried to allocate far more fails with MemoryError.
 Prints one JSON line: {"target", "cases", "seed", "outcomes": {"accepted": n, "<ErrorType>": n},
@@ -22,6 +23,7 @@ import io
 import json
 import resource
 import shutil
+import signal
 import struct
 import sys
 import tempfile
@@ -40,7 +42,8 @@ from deepautodnn.models import DeepAutoDNN
 from deepautodnn.preprocess import load_image
 from deepautodnn.sources import load_csv, load_image_folder
 
-DEADLINE_MS = 5000
+DEADLINE_MS = 5000  # hypothesis fails a case that finishes slower than this
+HARD_LIMIT_S = 30  # and interrupts one that doesn't finish at all
 MEMORY_HEADROOM = 3 * 2**30
 MAX_INPUT = 64 * 1024  # bytes per fuzzed input
 outcomes: collections.Counter = collections.Counter()
@@ -249,13 +252,22 @@ def main() -> int:
     DeepAutoDNN(_TINY.model)  # warm up torch's lazy setup before the cap, so it doesn't count
     cap_memory()
 
+    def hung(signum, frame):
+        raise TimeoutError(f"a case ran past the hard limit of {HARD_LIMIT_S} s")
+
+    signal.signal(signal.SIGALRM, hung)
+
     @seed(args.seed)
     @settings(max_examples=args.examples, deadline=DEADLINE_MS, database=None, derandomize=False,
               suppress_health_check=list(HealthCheck))
     @given(inputs)
     def run(data) -> None:
         outcomes["cases"] += 1
-        target(data, workdir)
+        signal.alarm(HARD_LIMIT_S)  # a hang is stopped and reported as this case's failure
+        try:
+            target(data, workdir)
+        finally:
+            signal.alarm(0)
 
     start = time.perf_counter()
     run()
