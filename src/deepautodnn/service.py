@@ -27,6 +27,7 @@ import numpy as np
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, JSONResponse
+from starlette.requests import ClientDisconnect
 
 DEFAULT_MAX_BODY_BYTES = 10 * 2**20
 DEFAULT_CLIENT_TIMEOUT_S = 15.0  # for a request's headers, and again for its body
@@ -243,6 +244,8 @@ def create_app(model_dir: str | Path, *, backend: str = "auto", token: str | Non
                 chunk = await asyncio.wait_for(chunks.__anext__(), deadline - asyncio.get_running_loop().time())
             except StopAsyncIteration:
                 break
+            except ClientDisconnect:  # nobody is left to answer; not a server error
+                raise HTTPException(400, "client disconnected before sending the whole body") from None
             except asyncio.TimeoutError:
                 raise HTTPException(408, f"request body took longer than {client_timeout_s:g} s to arrive",
                                     headers=CLOSE) from None
