@@ -137,12 +137,12 @@ def recorded_checksum(path: str | os.PathLike) -> str | None:
 def read_verified(path: str | os.PathLike, *, required: bool = True, max_bytes: int | None = None) -> bytes:
     """The bytes of `path`, checked against `path.sha256` (which must exist when `required`)."""
     path = Path(path)
-    expected = recorded_checksum(path)
-    if expected is None and required:
-        raise ModelFileError(f"{path}: no {path.name}{CHECKSUM_SUFFIX} beside it, so it can't be verified; "
-                             "it was not written by this version of deepautodnn, or its checksum was lost")
     try:
         size = path.stat().st_size
+        expected = recorded_checksum(path)
+        if expected is None and required:
+            raise ModelFileError(f"{path}: no {path.name}{CHECKSUM_SUFFIX} beside it, so it can't be verified; "
+                                 "it was not written by this version of deepautodnn, or its checksum was lost")
         if max_bytes is not None and size > max_bytes:
             raise ModelFileError(f"{path}: {size} bytes is more than the {max_bytes} its config needs; "
                                  "the file does not belong to this config")
