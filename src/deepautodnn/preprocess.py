@@ -168,4 +168,5 @@ def load_image(source: str | os.PathLike | bytes, size: int = 28, name: str | No
     try:
         return to_model_input(img, size)
     except (OSError, ValueError) as err:
-        raise ImageError(f"{name or source}: cannot convert image ({err})") from None
+        label = name or ("<bytes>" if isinstance(source, (bytes, bytearray)) else source)
+        raise ImageError(f"{label}: cannot convert image ({err})") from None
