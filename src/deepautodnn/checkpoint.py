@@ -134,12 +134,14 @@ def recorded_checksum(path: str | os.PathLike) -> str | None:
     return digest
 
 
-def read_verified(path: str | os.PathLike, *, required: bool = True, max_bytes: int | None = None) -> bytes:
-    """The bytes of `path`, checked against `path.sha256` (which must exist when `required`)."""
+def read_verified(path: str | os.PathLike, *, required: bool = True, max_bytes: int | None = None,
+                  digest: str | None = None) -> bytes:
+    """The bytes of `path`, checked against `digest` when given, else against `path.sha256`
+    (which must exist when `required`)."""
     path = Path(path)
     try:
         size = path.stat().st_size
-        expected = recorded_checksum(path)
+        expected = digest or recorded_checksum(path)
         if expected is None and required:
             raise ModelFileError(f"{path}: no {path.name}{CHECKSUM_SUFFIX} beside it, so it can't be verified; "
                                  "it was not written by this version of deepautodnn, or its checksum was lost")
@@ -154,16 +156,21 @@ def read_verified(path: str | os.PathLike, *, required: bool = True, max_bytes: 
     except OSError as err:
         raise ModelFileError(f"{path}: cannot read ({err.strerror or err})") from None
     if expected is not None and sha256_hex(data) != expected:
-        raise ModelFileError(f"{path}: SHA-256 does not match {path.name}{CHECKSUM_SUFFIX}; the file was "
-                             "changed, truncated or damaged after it was written. Restore it or train again")
+        where = "the recorded one" if digest else f"{path.name}{CHECKSUM_SUFFIX}"
+        raise ModelFileError(f"{path}: SHA-256 does not match {where}; the file was changed, truncated or "
+                             "damaged after it was written. Restore it or train again")
     return data
+
+
+def plain_tensors(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Contiguous CPU copies: safetensors refuses shared or non-contiguous storage."""
+    return {k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()}
 
 
 def save_weights(path: str | os.PathLike, model: torch.nn.Module) -> str:
     """`model`'s weights as safetensors, with their SHA-256 beside them; returns the digest."""
-    # safetensors refuses shared or non-contiguous storage; clone to plain contiguous tensors.
-    tensors = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
-    return write_with_checksum(path, save_safetensors_bytes(tensors, metadata={"format": "pt"}))
+    return write_with_checksum(path, save_safetensors_bytes(plain_tensors(model.state_dict()),
+                                                            metadata={"format": "pt"}))
 
 
 def _expected_tensor_bytes(model: torch.nn.Module) -> int:
@@ -217,6 +224,12 @@ def save_model(model_dir: str | os.PathLike, model: DeepAutoDNN, cfg: Config, me
 
 
 def load_config(model_dir: str | os.PathLike) -> Config:
+    return load_config_record(model_dir)[0]
+
+
+def load_config_record(model_dir: str | os.PathLike) -> tuple[Config, dict]:
+    """The directory's Config, and its whole `config.json` (seed, data, format_version, ...),
+    read once and checked."""
     model_dir = Path(model_dir)
     if not model_dir.is_dir():
         raise ModelFileError(f"{model_dir}: model directory not found")
@@ -227,15 +240,15 @@ def load_config(model_dir: str | os.PathLike) -> Config:
     if version > FORMAT_VERSION:
         raise ModelFileError(f"{model_dir / CONFIG_FILE}: written by a newer deepautodnn; upgrade to load it")
     try:
-        return Config.from_dict(raw)
+        return Config.from_dict(raw), raw
     except (TypeError, ValueError) as err:  # ConfigError, or a bad combination the model refuses
         raise ModelFileError(f"{model_dir / CONFIG_FILE}: invalid config ({err})") from None
 
 
-def checksums_required(model_dir: str | os.PathLike) -> bool:
-    """Whether the directory's format promises .sha256 files (format 1 predates them)."""
-    version = read_json(Path(model_dir) / CONFIG_FILE).get("format_version", 1)
-    return not isinstance(version, int) or version >= 2  # an unreadable version: check, to be safe
+def checksums_required(record: dict) -> bool:
+    """Whether a `config.json` record (from `load_config_record`) promises .sha256 files; format 1
+    predates them."""
+    return record.get("format_version", 1) >= 2
 
 
 def load_model(model_dir: str | os.PathLike, device: str | torch.device = "cpu") -> DeepAutoDNN:
@@ -245,15 +258,16 @@ def load_model(model_dir: str | os.PathLike, device: str | torch.device = "cpu")
     else is a ModelFileError that names the file. The network is first built on the "meta"
     device (no memory), so a config asking for a huge network fails before any allocation.
     """
-    cfg = load_config(model_dir)
+    cfg, record = load_config_record(model_dir)
     path = Path(model_dir) / WEIGHTS_FILE
     with torch.device("meta"):
         needed = _expected_tensor_bytes(DeepAutoDNN(cfg.model))
     if not path.is_file():
         raise ModelFileError(f"{path}: file not found")
-    if path.stat().st_size < needed:
-        raise ModelFileError(f"{path}: {path.stat().st_size} bytes, but the config's network needs {needed} bytes "
+    size = path.stat().st_size
+    if size < needed:
+        raise ModelFileError(f"{path}: {size} bytes, but the config's network needs {needed} bytes "
                              "of weights; the file is truncated or belongs to another config")
     model = DeepAutoDNN(cfg.model)
-    load_weights(path, model, require_checksum=checksums_required(model_dir))
+    load_weights(path, model, require_checksum=checksums_required(record))
     return model.to(device).eval()

@@ -15,6 +15,9 @@ from .data import CLASS_NAMES
 from .errors import DeepAutoDNNError
 
 
+STAGES = ("ae", "dnn", "finetune")  # in the order they train; each has its epochs, batch size and rate below
+
+
 class ConfigError(DeepAutoDNNError, ValueError):
     """A setting has the wrong type or is out of range. The message names it."""
 
@@ -133,7 +136,7 @@ class TrainConfig:
     cache_features_gib: float = 6.0  # cache frozen-encoder features when they fit in this
 
     def __post_init__(self):
-        for stage in ("ae", "dnn", "finetune"):
+        for stage in STAGES:
             epochs, batch, lr = (getattr(self, f"{stage}_{k}") for k in ("epochs", "batch_size", "lr"))
             _require(0 <= epochs <= 100_000, f"{stage}_epochs must be 0-100000, got {epochs}")
             _require(1 <= batch <= 2**20, f"{stage}_batch_size must be 1-1048576, got {batch}")

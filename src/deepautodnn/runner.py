@@ -18,7 +18,7 @@ import torch
 from . import __version__
 from .checkpoint import (
     CONFIG_FILE, ModelFileError, WriteError, atomic_write_bytes, atomic_write_json, atomic_write_text, config_to_json,
-    load_config, load_weights, read_json, save_model, save_weights,
+    load_config_record, load_weights, read_json, save_model, save_weights,
 )
 from .config import Config
 from .errors import DeepAutoDNNError
@@ -61,8 +61,8 @@ def load_run_data_from_config(cfg: Config, source, data_dir=None, train_limit=No
 
 def load_model_run_data(model_dir, data_dir=None) -> RunData:
     """The same images and splits a model directory was trained on (from its config.json)."""
-    saved = read_json(Path(model_dir) / CONFIG_FILE)
-    return load_run_data_from_config(load_config(model_dir), saved.get("data"), data_dir, saved.get("train_limit"))
+    cfg, saved = load_config_record(model_dir)
+    return load_run_data_from_config(cfg, saved.get("data"), data_dir, saved.get("train_limit"))
 
 
 def train_run(cfg: Config, run_dir: str | Path, *, seed: int = 0, data_dir=None, device: str = "auto",
@@ -93,8 +93,7 @@ def train_run(cfg: Config, run_dir: str | Path, *, seed: int = 0, data_dir=None,
     if resume:
         if not (run_dir / CONFIG_FILE).exists():
             raise RunError(f"{run_dir}: nothing to resume (no {CONFIG_FILE}); start a run without --resume")
-        saved = read_json(run_dir / CONFIG_FILE)
-        cfg = load_config(run_dir)
+        cfg, saved = load_config_record(run_dir)
         seed, train_limit = saved.get("seed", seed), saved.get("train_limit", train_limit)
         data, deterministic = saved.get("data", data), saved.get("deterministic", deterministic)
         done = read_json(progress_path) if progress_path.exists() else {}

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 
 from . import distributed
 from .checkpoint import atomic_write_text
-from .config import Config, TrainConfig
+from .config import STAGES, Config, TrainConfig
 from .distributed import SINGLE, DistContext
 from .models import DeepAutoDNN
 from .training_state import (
@@ -37,7 +37,6 @@ from .training_state import (
     restore_rng_meta, rng_meta,
 )
 
-STAGES = ("ae", "dnn", "finetune")
 METRICS_COLUMNS = ("stage", "epoch", "loss", "train_acc", "val_acc", "val_mse", "lr", "seconds")
 
 
@@ -264,7 +263,7 @@ def _fit(
         _restore_generators(resume, {"order": gen, "noise": noise}, main=ctx.is_main)
 
     def save(epoch: int, batch: int, order_state: torch.Tensor) -> None:
-        if checkpointer is None:
+        if checkpointer is None or not checkpointer.enabled:  # torchrun ranks other than 0 write nothing
             return
         tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
         tensors.update({f"best.{k}": v for k, v in (best_state or {}).items()})

@@ -31,12 +31,15 @@ import numpy as np
 import torch
 from safetensors.torch import save as save_safetensors_bytes
 
-from .checkpoint import ModelFileError, atomic_write_bytes, atomic_write_json, parse_safetensors, read_json, sha256_hex
+from .checkpoint import (
+    ModelFileError, atomic_write_bytes, atomic_write_json, parse_safetensors, plain_tensors, read_json, read_verified,
+    sha256_hex,
+)
+from .config import STAGES
 from .errors import DeepAutoDNNError
 
 STATE_PREFIX = "state-"
 KEEP = 2  # checkpoint pairs kept: the newest, and one to fall back on
-STAGE_ORDER = ("ae", "dnn", "finetune")
 
 
 class TrainingInterrupted(DeepAutoDNNError):
@@ -80,12 +83,7 @@ class TrainingState:
 
 def _stem(stage: str, epoch: int, batch: int) -> str:
     # Zero-padded so that names sort in the order the states were written.
-    return f"{STATE_PREFIX}{STAGE_ORDER.index(stage)}-{stage}-e{epoch:05d}-b{batch:07d}"
-
-
-def _plain(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    # safetensors wants contiguous CPU tensors that share no memory.
-    return {k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()}
+    return f"{STATE_PREFIX}{STAGES.index(stage)}-{stage}-e{epoch:05d}-b{batch:07d}"
 
 
 class Checkpointer:
@@ -99,7 +97,7 @@ class Checkpointer:
         if not self.enabled:
             return None
         stem = _stem(stage, epoch, batch)
-        data = save_safetensors_bytes(_plain(tensors), metadata={"format": "deepautodnn-training-state"})
+        data = save_safetensors_bytes(plain_tensors(tensors), metadata={"format": "deepautodnn-training-state"})
         atomic_write_bytes(self.directory / f"{stem}.safetensors", data)
         meta = {**meta, "stage": stage, "epoch": epoch, "batch": batch, "tensors_sha256": sha256_hex(data)}
         atomic_write_json(self.directory / f"{stem}.json", meta)  # the pair is complete from here on
@@ -125,12 +123,10 @@ class Checkpointer:
     def load(self, json_path: Path) -> TrainingState:
         meta = read_json(json_path)
         path = json_path.with_suffix(".safetensors")
-        try:
-            data = path.read_bytes()
-        except OSError as err:
-            raise ModelFileError(f"{path}: cannot read ({err.strerror or err})") from None
-        if sha256_hex(data) != meta.get("tensors_sha256"):
-            raise ModelFileError(f"{path}: SHA-256 does not match the one in {json_path.name}; damaged")
+        digest = meta.get("tensors_sha256")
+        if not isinstance(digest, str) or not digest:
+            raise ModelFileError(f"{json_path}: no tensors_sha256, so {path.name} can't be verified")
+        data = read_verified(path, digest=digest)
         return TrainingState(meta, parse_safetensors(data, path), json_path)
 
     def latest(self, echo: Callable[[str], None] = lambda _: None) -> TrainingState | None:

@@ -70,14 +70,15 @@ def save_reference_autoencoder(run_dir: str | Path, cfg):
 
 def load_reference_autoencoder(model_dir: str | Path):
     """The stage-1 autoencoder saved beside a fine-tuned model, or None."""
-    from .checkpoint import checksums_required, load_config, load_weights
+    from .checkpoint import checksums_required, load_config_record, load_weights
     from .models import ConvAutoencoder
 
     path = Path(model_dir) / REFERENCE_AE_FILE
     if not path.exists():
         return None
-    autoencoder = ConvAutoencoder(load_config(model_dir).model)
-    load_weights(path, autoencoder, require_checksum=checksums_required(model_dir))
+    cfg, record = load_config_record(model_dir)
+    autoencoder = ConvAutoencoder(cfg.model)
+    load_weights(path, autoencoder, require_checksum=checksums_required(record))
     return autoencoder.eval()
 
 
