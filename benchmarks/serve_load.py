@@ -28,31 +28,12 @@ from _emit import emit_json
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "helpers"))
 
-from server import running_server  # noqa: E402
+from server import http_request, multipart_body, read_response, running_server  # noqa: E402
 
 from deepautodnn import load_fashion_mnist  # noqa: E402
 from deepautodnn.inference import make_backend  # noqa: E402
 from deepautodnn.preprocess import load_image  # noqa: E402
 from deepautodnn.system import machine_info  # noqa: E402
-
-BOUNDARY = "deepautodnnbench"
-
-
-def multipart_request(png: bytes, port: int) -> bytes:
-    body = (f"--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"files\"; filename=\"x.png\"\r\n"
-            f"Content-Type: image/png\r\n\r\n").encode() + png + f"\r\n--{BOUNDARY}--\r\n".encode()
-    head = (f"POST /v1/predict?top_k=1 HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
-            f"Content-Type: multipart/form-data; boundary={BOUNDARY}\r\nContent-Length: {len(body)}\r\n\r\n")
-    return head.encode() + body
-
-
-async def read_response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
-    head = await reader.readuntil(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
-    status = int(lines[0].split()[1])
-    length = next(int(line.split(":", 1)[1]) for line in lines if line.lower().startswith("content-length:"))
-    return status, await reader.readexactly(length)
-
 
 async def client(port: int, requests: list[bytes], expected: list[int], counter: dict, results: list) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -64,7 +45,7 @@ async def client(port: int, requests: list[bytes], expected: list[int], counter:
             start = time.perf_counter()
             writer.write(requests[k])
             await writer.drain()
-            status, body = await read_response(reader)
+            status, _, body = await read_response(reader)
             latency = time.perf_counter() - start
             ok = status == 200 and json.loads(body)["predictions"][0]["label_index"] == expected[k]
             results.append((latency, status, ok))
@@ -102,7 +83,7 @@ def main() -> None:
     expected = reference.run(inputs)[0].argmax(1).tolist()
 
     with running_server(args.model_dir, "--backend", args.backend) as (server, port):
-        requests = [multipart_request(p, port) for p in pngs]
+        requests = [http_request("/v1/predict?top_k=1", multipart_body([p])) for p in pngs]
 
         async def run(total: int) -> list:
             counter, results = {"next": 0, "total": total}, []

@@ -1,13 +1,17 @@
-"""`deepautodnn serve` in a process of its own on a free loopback port, for the soak and load runs."""
+"""`deepautodnn serve` in a process of its own on a free loopback port, and the raw HTTP/1.1 the soak
+and load runs speak to it (built by hand, so that broken and oversized requests can be sent too)."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import socket
 import subprocess
 import sys
 import time
 import urllib.request
+
+BOUNDARY = "deepautodnnbench"
 
 
 @contextlib.contextmanager
@@ -35,3 +39,28 @@ def running_server(model_dir, *serve_args: str, ready_timeout: float = 60.0):
             server.wait(timeout=30)
         except subprocess.TimeoutExpired:
             server.kill()
+
+
+def multipart_body(files: list[bytes]) -> bytes:
+    """A multipart/form-data body with each of `files` in the field "files"."""
+    parts = b"".join(f"--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"files\"; filename=\"f{i}.png\"\r\n"
+                     f"Content-Type: image/png\r\n\r\n".encode() + data + b"\r\n" for i, data in enumerate(files))
+    return parts + f"--{BOUNDARY}--\r\n".encode()
+
+
+def http_request(path: str, body: bytes, content_type: str | None = None, method: str = "POST",
+                 length: int | None = None) -> bytes:
+    """One request's bytes; `length` declares a Content-Length other than the body's (to lie)."""
+    content_type = content_type or f"multipart/form-data; boundary={BOUNDARY}"
+    head = (f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: {content_type}\r\n"
+            f"Content-Length: {len(body) if length is None else length}\r\n\r\n")
+    return head.encode() + body
+
+
+async def read_response(reader: asyncio.StreamReader) -> tuple[int, dict, bytes]:
+    """(status, lower-cased headers, body) of one response."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:] if line)}
+    body = await reader.readexactly(int(headers.get("content-length", "0")))
+    return int(lines[0].split()[1]), headers, body

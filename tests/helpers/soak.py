@@ -20,9 +20,8 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from server import running_server
+from server import BOUNDARY, http_request, multipart_body, read_response, running_server
 
-BOUNDARY = "soakboundary"
 MAX_BODY_MB = 1  # the server's limit in the soak, so an oversized request costs ~1 MiB, not 10
 # kind: (share of requests, the status it must get)
 MIX = {
@@ -58,50 +57,28 @@ def _bomb_png() -> bytes:
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
 
 
-def _multipart(files: list[bytes]) -> bytes:
-    parts = b"".join(f"--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"files\"; filename=\"f{i}.png\"\r\n"
-                     f"Content-Type: image/png\r\n\r\n".encode() + data + b"\r\n" for i, data in enumerate(files))
-    return parts + f"--{BOUNDARY}--\r\n".encode()
-
-
-def _request(path: str, body: bytes, content_type: str | None = None, method: str = "POST",
-             length: int | None = None) -> bytes:
-    content_type = content_type or f"multipart/form-data; boundary={BOUNDARY}"
-    head = (f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: {content_type}\r\n"
-            f"Content-Length: {len(body) if length is None else length}\r\n\r\n")
-    return head.encode() + body
-
-
 def build_requests(pngs: list[bytes], rng: random.Random) -> dict[str, list]:
     """A few ready-made requests of every kind; (bytes, image index or None) each."""
     limit = MAX_BODY_MB * 2**20
     out: dict[str, list] = {k: [] for k in MIX}
     for i in range(min(len(pngs), 64)):
-        out["valid"].append((_request("/v1/predict?top_k=1", _multipart([pngs[i]])), i))
+        out["valid"].append((http_request("/v1/predict?top_k=1", multipart_body([pngs[i]])), i))
     batch = [pngs[j % len(pngs)] for j in range(3)]
-    out["valid-batch"].append((_request("/v1/predict?top_k=2", _multipart(batch)), None))
+    out["valid-batch"].append((http_request("/v1/predict?top_k=2", multipart_body(batch)), None))
     for _ in range(8):
         garbage = bytes(rng.getrandbits(8) for _ in range(rng.randint(1, 2000)))
-        out["garbage-image"].append((_request("/v1/predict", _multipart([garbage])), None))
-    out["bomb-image"].append((_request("/v1/predict", _multipart([_bomb_png()])), None))
-    out["not-multipart"].append((_request("/v1/predict", b'{"image": 1}', content_type="application/json"), None))
-    out["malformed-multipart"].append((_request("/v1/predict", b"--" + BOUNDARY.encode() + b"\r\nnot a part"), None))
-    out["bad-top-k"].append((_request("/v1/predict?top_k=0", _multipart([pngs[0]])), None))
-    out["no-files"].append((_request("/v1/predict", f"--{BOUNDARY}--\r\n".encode()), None))
+        out["garbage-image"].append((http_request("/v1/predict", multipart_body([garbage])), None))
+    out["bomb-image"].append((http_request("/v1/predict", multipart_body([_bomb_png()])), None))
+    out["not-multipart"].append((http_request("/v1/predict", b'{"image": 1}', content_type="application/json"), None))
+    out["malformed-multipart"].append((http_request("/v1/predict", b"--" + BOUNDARY.encode() + b"\r\nnot a part"), None))
+    out["bad-top-k"].append((http_request("/v1/predict?top_k=0", multipart_body([pngs[0]])), None))
+    out["no-files"].append((http_request("/v1/predict", f"--{BOUNDARY}--\r\n".encode()), None))
     # Declares more than the limit and sends only a little of it: refused on the header alone.
-    out["oversized-declared"].append((_request("/v1/predict", b"x" * 1024, length=limit + 1), None))
+    out["oversized-declared"].append((http_request("/v1/predict", b"x" * 1024, length=limit + 1), None))
     out["oversized-chunked"].append(("chunked", None))  # written chunk by chunk by the client
     out["wrong-path"].append((b"GET /v1/nothing HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", None))
     out["wrong-method"].append((b"GET /v1/predict HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", None))
     return out
-
-
-async def _read_response(reader: asyncio.StreamReader) -> tuple[int, dict, bytes]:
-    head = await reader.readuntil(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
-    headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:] if line)}
-    body = await reader.readexactly(int(headers.get("content-length", "0")))
-    return int(lines[0].split()[1]), headers, body
 
 
 async def _send_chunked_oversized(writer: asyncio.StreamWriter) -> None:
@@ -147,7 +124,7 @@ async def _client(port: int, plan: list[tuple[str, bytes | str, int | None]], ex
                         await conn.writer.drain()
                 except ConnectionError:
                     pass  # the server may answer and close before taking all of an oversized body
-                status, headers, body = await _read_response(conn.reader)
+                status, headers, body = await read_response(conn.reader)
             except (ConnectionError, asyncio.IncompleteReadError) as err:
                 stats["connection_errors"][kind] += 1
                 stats["connection_error_examples"].append(f"{kind}: {type(err).__name__}")
