@@ -24,7 +24,6 @@ import json
 import resource
 import shutil
 import signal
-import struct
 import sys
 import tempfile
 import time
@@ -41,6 +40,9 @@ from deepautodnn.errors import DeepAutoDNNError
 from deepautodnn.models import DeepAutoDNN
 from deepautodnn.preprocess import load_image
 from deepautodnn.sources import load_csv, load_image_folder
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from conftest import idx_bytes  # noqa: E402  (the suite's own IDX writer, independent of the reader)
 
 DEADLINE_MS = 5000  # hypothesis fails a case that finishes slower than this
 HARD_LIMIT_S = 30  # and interrupts one that doesn't finish at all
@@ -80,14 +82,9 @@ def fuzzed(samples: list[bytes]):
 
 # --- valid samples -------------------------------------------------------------------------------
 
-def _idx(array: np.ndarray, code: int) -> bytes:
-    header = struct.pack(">HBB", 0, code, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
-    return header + array.astype(array.dtype.newbyteorder(">")).tobytes()
-
-
 def idx_samples() -> list[bytes]:
     images = np.arange(3 * 4 * 4, dtype=np.uint8).reshape(3, 4, 4)
-    raw = [_idx(images, 0x08), _idx(np.arange(5, dtype=np.uint8), 0x08), _idx(np.ones((2, 3), np.float32), 0x0D)]
+    raw = [idx_bytes(images), idx_bytes(np.arange(5, dtype=np.uint8)), idx_bytes(np.ones((2, 3), np.float32))]
     return raw + [gzip.compress(r) for r in raw]
 
 
