@@ -13,7 +13,6 @@ model.safetensors must equal the uninterrupted run's. tests/test_resume.py does 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import random
 import subprocess
 import sys
@@ -27,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "helpers"
 
 from interrupt import Interruption, interrupt  # noqa: E402
 
+from deepautodnn.checkpoint import sha256_hex  # noqa: E402
 from deepautodnn.system import machine_info  # noqa: E402
 
 
@@ -92,7 +92,7 @@ def main() -> None:
             break  # the run finished first: no more to interrupt
     final = subprocess.run([sys.executable, "-m", "deepautodnn", "train", "--resume", str(run), *data],
                            capture_output=True, text=True)
-    sha = lambda p: hashlib.sha256(p.read_bytes()).hexdigest() if p.exists() else None  # noqa: E731
+    sha = lambda p: sha256_hex(p.read_bytes()) if p.exists() else None  # noqa: E731
     straight_sha, resumed_sha = sha(work / "straight" / "model.safetensors"), sha(run / "model.safetensors")
     emit_json({
         "benchmark": "kill_resume",

@@ -4,7 +4,6 @@ an unwritable folder. Every resumed run must end with the weights of a run never
 from __future__ import annotations
 
 import csv
-import hashlib
 import os
 import random
 import signal
@@ -16,7 +15,7 @@ import pytest
 import torch
 
 from deepautodnn import train_run
-from deepautodnn.checkpoint import WriteError
+from deepautodnn.checkpoint import WriteError, sha256_hex
 from deepautodnn.config import Config, ModelConfig, TrainConfig
 from deepautodnn.runner import RunError
 from deepautodnn.training_state import Checkpointer, NonFiniteLossError
@@ -31,7 +30,7 @@ TRAIN = ["train", "--preset", "fast", "--ae-epochs", "2", "--dnn-epochs", "2", "
 
 
 def _sha(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    return sha256_hex(path.read_bytes())
 
 
 def _curves(run: Path) -> list[tuple]:
