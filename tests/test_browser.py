@@ -8,6 +8,7 @@ import socket
 import threading
 import time
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -79,11 +80,37 @@ def test_upload_shows_the_models_label(server, browser, tiny_run, data_dir, tmp_
     model = load_model(tiny_run[0])
     expected = model.config.class_names[int(predict_proba(model, load_image(path)[None]).argmax())]
 
-    browser.get(server + "/")
-    WebDriverWait(browser, 20).until(lambda d: "Classes:" in d.find_element(By.ID, "model").text)
-    browser.find_element(By.ID, "file").send_keys(str(path))
-    WebDriverWait(browser, 20).until(ec.visibility_of_element_located((By.ID, "result-label")))
+    from deepautodnn import UnknownDetector, predict_files
+
+    (prediction,) = predict_files(model, [path], detector=UnknownDetector.load(tiny_run[0])).predictions
+    assert not prediction["unknown"], "the tiny model flags this boot; the test needs one it accepts"
+
+    upload(browser, server, path)
     assert browser.find_element(By.ID, "result-label").text == expected
     assert len(browser.find_elements(By.CSS_SELECTOR, "#bars tr")) == 3
     assert browser.find_element(By.ID, "input").get_attribute("src").startswith("data:image/png;base64,")
     assert "unknown score" in browser.find_element(By.ID, "unknown").text.lower()
+
+
+def upload(browser, server: str, path) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser.get(server + "/")
+    WebDriverWait(browser, 20).until(lambda d: "Classes:" in d.find_element(By.ID, "model").text)
+    browser.find_element(By.ID, "file").send_keys(str(path))
+    WebDriverWait(browser, 20).until(ec.visibility_of_element_located((By.ID, "result-label")))
+
+
+def test_a_foreign_photo_leads_with_the_unknown_verdict(server, browser, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    noise = np.random.default_rng(0).integers(0, 256, (256, 256, 3), dtype=np.uint8)
+    path = tmp_path / "noise.png"
+    Image.fromarray(noise).save(path)
+    upload(browser, server, path)
+    assert browser.find_element(By.ID, "result-label").text == "This does not look like a garment"
+    verdict = browser.find_element(By.ID, "unknown")
+    assert "unknown input" in verdict.text.lower() and "warn" in verdict.get_attribute("class")
+    assert browser.find_element(By.ID, "bars").get_attribute("class") == "muted"

@@ -226,7 +226,7 @@ def _backends(graph, size: int, calibration_u8: np.ndarray, workdir: Path, outpu
 def bench_inference(test_images: np.ndarray, test_labels: np.ndarray | None, calibration_u8: np.ndarray, *,
                     models: dict[str, str | None], batches=(1, 64, 1024), seconds_per_batch: float = 2.0) -> dict:
     """`models` maps an architecture name ("paper", "fast") to a model directory or None (random)."""
-    from .inference import backend_accuracy
+    from .inference import OUTPUT_NAMES, backend_accuracy
     from .timing import backend_speed, cpu_peak_flops, flops_per_image
 
     peak = cpu_peak_flops()
@@ -239,7 +239,7 @@ def bench_inference(test_images: np.ndarray, test_labels: np.ndarray | None, cal
             flops = flops_per_image(graph, size)
             rows = {}
             with tempfile.TemporaryDirectory() as tmp:
-                outputs = ("probabilities",) if graph_name == "classify" else ("probabilities", "reconstruction")
+                outputs = ("probabilities",) if graph_name == "classify" else OUTPUT_NAMES
                 for backend in _backends(graph, size, calibration_u8, Path(tmp), outputs):
                     speed = backend_speed(backend, test_images, batches, seconds_per_batch)
                     for row in speed.values():

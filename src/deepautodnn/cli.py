@@ -124,9 +124,19 @@ def get_args_parser() -> argparse.ArgumentParser:
     k.add_argument("--batches", type=int, nargs="+", default=[1, 64, 1024], help="batch sizes (default: 1 64 1024)")
     k.add_argument("--data-dir", help="folder with the Fashion-MNIST IDX files")
 
+    q = sub.add_parser("preprocess", help="show how an image becomes the model's input: each step and the evidence")
+    q.add_argument("image")
+    q.add_argument("--size", type=int, default=28, help="side of the model input in pixels (default: 28)")
+    q.add_argument("--steps", metavar="PNG", help="write every step as a row of titled panels to this PNG")
+    q.add_argument("--out", metavar="PNG", help="write the model input (8-bit grey) to this PNG")
+
     i = sub.add_parser("info", help="versions, device and where the dataset is")
     i.add_argument("--data-dir", help="also look in this folder for the dataset")
     return parser
+
+
+def _stderr(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
 
 
 def cmd_train(args) -> int:
@@ -249,6 +259,7 @@ def cmd_export(args) -> int:
     from .export import export_onnx, onnx_parity, quantize_int8, select_backend
     from .inference import INT8_ONNX_FILE
     from .runner import load_model_run_data
+    from .unknown import UNKNOWN_FILE, UnknownDetector
 
     if args.parity_images < 1 or args.calibration_images < 1:
         raise ValueError("--parity-images and --calibration-images must be >= 1")
@@ -273,17 +284,28 @@ def cmd_export(args) -> int:
         out["onnx_int8"] = str(quantize_int8(path, Path(args.model_dir) / INT8_ONNX_FILE, calibration))
         record = select_backend(args.model_dir, run_data.images[run_data.val_idx], run_data.labels[run_data.val_idx])
         out["backend"] = {"chosen": record["chosen"], "backends": record["backends"]}
+        if (Path(args.model_dir) / UNKNOWN_FILE).exists():  # the new files get thresholds of their own
+            from .unknown_fit import calibrate_model_dir
+
+            det = calibrate_model_dir(args.model_dir, data_dir=args.data_dir,
+                                      false_alarm_rate=UnknownDetector.load(args.model_dir).false_alarm_rate,
+                                      echo=_stderr)
+            out["unknown_calibrated_for"] = sorted(det.backends)
     print(json.dumps(out, indent=2))
     return 0
 
 
 def cmd_calibrate(args) -> int:
-    from .unknown import UNKNOWN_FILE, calibrate_model_dir
+    from .unknown import UNKNOWN_FILE
+    from .unknown_fit import calibrate_model_dir
 
-    det = calibrate_model_dir(args.model_dir, data_dir=args.data_dir, false_alarm_rate=args.false_alarm_rate)
-    print(f"reconstruction MSE threshold {det.recon_threshold:.5f}, uncertainty threshold "
-          f"{det.uncertainty_threshold:.4f}; flags {det.validation_false_alarm_rate * 100:.1f}% of "
-          f"{det.n_calibration} validation images -> {Path(args.model_dir) / UNKNOWN_FILE}")
+    det = calibrate_model_dir(args.model_dir, data_dir=args.data_dir, false_alarm_rate=args.false_alarm_rate,
+                              echo=_stderr)
+    for name, cal in det.backends.items():
+        rates = ", ".join(f"{rate * 100:.1f}% of the {subset}" for subset, rate in cal.validation_false_alarm_rate.items())
+        print(f"{name}: threshold {cal.threshold:.3f} on the fused score; flags {rates} "
+              f"({cal.n_calibration} validation images and photos of them)")
+    print(f"-> {Path(args.model_dir) / UNKNOWN_FILE}")
     return 0
 
 
@@ -369,6 +391,23 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def cmd_preprocess(args) -> int:
+    from .preprocess import load_preprocessed, save_steps_figure
+
+    if not 8 <= args.size <= 1024:
+        raise ValueError("--size must be between 8 and 1024")
+    prepared = load_preprocessed(args.image, args.size)
+    if args.steps:
+        save_steps_figure([(Path(args.image).name, prepared.steps)], args.steps)
+    if args.out:
+        from PIL import Image
+
+        Image.fromarray(prepared.image).save(args.out, format="PNG")
+    print(json.dumps({"image": args.image, "size": args.size, "evidence": prepared.evidence,
+                      "steps": [name for name, _ in prepared.steps], "steps_png": args.steps, "out": args.out}, indent=2))
+    return 0
+
+
 def cmd_info(args) -> int:
     import numpy
 
@@ -393,7 +432,7 @@ def cmd_info(args) -> int:
 COMMANDS = {
     "train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "serve": cmd_serve,
     "export": cmd_export, "calibrate": cmd_calibrate,
-    "baselines": cmd_baselines, "report": cmd_report, "ablate": cmd_ablate, "bench": cmd_bench, "info": cmd_info,
+    "baselines": cmd_baselines, "report": cmd_report, "ablate": cmd_ablate, "bench": cmd_bench, "preprocess": cmd_preprocess, "info": cmd_info,
 }
 
 

@@ -134,6 +134,9 @@ class TrainConfig:
     bf16: bool = False  # bf16 autocast on CPUs with AVX512-BF16 and on CUDA
     channels_last: bool = False
     cache_features_gib: float = 6.0  # cache frozen-encoder features when they fit in this
+    # Unknown-input detection (not in the paper): its reference autoencoder trains on from stage 1
+    # to this many epochs in all, so its reconstruction error means something (see unknown_fit).
+    unknown_ae_epochs: int = 8
 
     def __post_init__(self):
         for stage in STAGES:
@@ -146,6 +149,7 @@ class TrainConfig:
         _require(0 <= self.label_smoothing < 1, "label_smoothing must be in [0, 1)")
         _require(0 <= self.erase_prob <= 1, "erase_prob must be in [0, 1]")
         _require(self.val_size >= 0 and self.cache_features_gib >= 0, "val_size and cache_features_gib must be >= 0")
+        _require(0 <= self.unknown_ae_epochs <= 100_000, f"unknown_ae_epochs must be 0-100000, got {self.unknown_ae_epochs}")
 
 
 @dataclass

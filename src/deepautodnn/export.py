@@ -19,14 +19,15 @@ OPSET = 18
 INT8_MAX_ACCURACY_DROP = 0.002  # a backend "holds accuracy" within 0.2 points of torch float32
 
 
-def export_graph(graph: torch.nn.Module, image_size: int, out_path: str | Path,
-                 output_names=("probabilities", "reconstruction")) -> Path:
+def export_graph(graph: torch.nn.Module, image_size: int, out_path: str | Path, output_names=None) -> Path:
     """Export a module of float images (batch, 1, S, S) to ONNX; the file takes its name, with its
     .sha256 beside it, only once the checker has passed it."""
     import onnx
 
     from .checkpoint import write_with_checksum
+    from .inference import OUTPUT_NAMES
 
+    output_names = output_names or OUTPUT_NAMES
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     example = torch.rand(2, 1, image_size, image_size)
@@ -46,7 +47,8 @@ def export_graph(graph: torch.nn.Module, image_size: int, out_path: str | Path,
 
 def export_onnx(model_dir: str | Path, out_path: str | Path | None = None) -> Path:
     """Write MODEL_DIR/model.onnx (or `out_path`): input "image" float (batch, 1, H, W) in [0, 1];
-    outputs "probabilities" (batch, K) and "reconstruction" (batch, 1, H, W)."""
+    outputs "probabilities" (batch, K), "reconstruction" (batch, 1, H, W), "logits" (batch, K) and
+    "features" (batch, D), the classifier's penultimate activations."""
     from .checkpoint import load_config
     from .inference import ONNX_FILE, load_graph
 
@@ -90,13 +92,14 @@ def onnx_parity(model_dir: str | Path, onnx_path: str | Path, images_u8: np.ndar
     """Compare the ONNX file with PyTorch on the same uint8 images."""
     from .inference import OnnxBackend, TorchBackend
 
-    ref_proba, ref_recon = TorchBackend.from_model_dir(model_dir).run(images_u8)
-    proba, recon = OnnxBackend(onnx_path).run(images_u8)
+    ref = TorchBackend.from_model_dir(model_dir).run(images_u8)
+    out = OnnxBackend(onnx_path).run(images_u8)
     return {
         "n": len(images_u8),
-        "argmax_agreement": float((proba.argmax(1) == ref_proba.argmax(1)).mean()),
-        "max_abs_diff_probabilities": float(np.abs(proba - ref_proba).max()),
-        "max_abs_diff_reconstruction": float(np.abs(recon - ref_recon).max()),
+        "argmax_agreement": float((out.proba.argmax(1) == ref.proba.argmax(1)).mean()),
+        "max_abs_diff_probabilities": float(np.abs(out.proba - ref.proba).max()),
+        "max_abs_diff_reconstruction": float(np.abs(out.recon - ref.recon).max()),
+        "max_abs_diff_features": float(np.abs(out.features - ref.features).max()),
     }
 
 

@@ -1,8 +1,10 @@
 """Inference backends: the same answer from PyTorch or from an exported ONNX file.
 
 A backend's `run` maps uint8 images (N, 28, 28) to its graph's outputs as arrays: for the
-`InferenceGraph` served here, class probabilities (N, K) and the autoencoder's reconstructions
-(N, 28, 28) in [0, 1]; the reconstruction error feeds unknown-input detection.
+`InferenceGraph` served here, `GraphOutputs` of class probabilities (N, K), the autoencoder's
+reconstructions (N, 28, 28) in [0, 1], the logits (N, K) and the classifier's penultimate features
+(N, D); all but the probabilities feed unknown-input detection (`deepautodnn.unknown`). An ONNX file
+exported before the logits and features were outputs gives None for them.
 For a run fine-tuned end to end the reconstruction comes from its stage-1 autoencoder
 (`unknown_autoencoder.safetensors`), as in `deepautodnn.unknown`.
 """
@@ -10,6 +12,7 @@ For a run fine-tuned end to end the reconstruction comes from its stage-1 autoen
 from __future__ import annotations
 
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -17,9 +20,21 @@ import torch
 ONNX_FILE = "model.onnx"
 
 
+OUTPUT_NAMES = ("probabilities", "reconstruction", "logits", "features")
+
+
+class GraphOutputs(NamedTuple):
+    """One forward pass as arrays; logits and features are None from an older two-output ONNX file."""
+
+    proba: np.ndarray  # (N, K)
+    recon: np.ndarray  # (N, H, W) in [0, 1]
+    logits: np.ndarray | None = None  # (N, K)
+    features: np.ndarray | None = None  # (N, D)
+
+
 class InferenceGraph(torch.nn.Module):
     """What is exported and served: float images (B, 1, H, W) -> (probabilities (B, K),
-    reconstructions (B, 1, H, W))."""
+    reconstructions (B, 1, H, W), logits (B, K), penultimate features (B, D))."""
 
     def __init__(self, model, reference_autoencoder=None):
         super().__init__()
@@ -27,10 +42,11 @@ class InferenceGraph(torch.nn.Module):
         self.reference = reference_autoencoder
 
     def forward(self, x: torch.Tensor):
-        z = self.model.encoder(x)  # (B, C, H', W')
-        proba = torch.softmax(self.model.classifier(z), 1)
+        z = self.model.forward_features(x)  # (B, C, H', W')
+        logits, features = self.model.forward_head(z)  # (B, K), (B, D)
+        proba = torch.softmax(logits, 1)
         recon = self.reference(x) if self.reference is not None else self.model.autoencoder.decoder(z)
-        return proba, recon
+        return proba, recon, logits, features
 
 
 def load_graph(model_dir: str | Path) -> InferenceGraph:
@@ -50,10 +66,10 @@ def model_input(images_u8: np.ndarray) -> np.ndarray:
     return (images_u8.astype(np.float32) / 255.0)[:, None]
 
 
-def _as_numpy(outputs) -> tuple[np.ndarray, ...]:
+def _as_numpy(outputs) -> GraphOutputs:
     """Graph outputs as float32 arrays; images (N, 1, H, W) lose their channel axis."""
-    arrays = [o.float().numpy() if isinstance(o, torch.Tensor) else o for o in outputs]
-    return tuple(a[:, 0] if a.ndim == 4 else a for a in arrays)
+    arrays = [o.float().numpy() if isinstance(o, torch.Tensor) else np.asarray(o, np.float32) for o in outputs]
+    return GraphOutputs(*(a[:, 0] if a.ndim == 4 else a for a in arrays))
 
 
 class TorchBackend:
@@ -75,7 +91,7 @@ class TorchBackend:
         return cls(load_graph(model_dir), bf16)
 
     @torch.inference_mode()
-    def run(self, images_u8: np.ndarray) -> tuple[np.ndarray, ...]:
+    def run(self, images_u8: np.ndarray) -> GraphOutputs:
         x = torch.from_numpy(model_input(images_u8))  # (N, 1, H, W)
         if not self.bf16:
             outputs = self.graph(x)
@@ -106,7 +122,7 @@ class OnnxBackend:
             raise ModelFileError(f"{path}: not a usable ONNX model ({err})") from None
         self.input_name = self.session.get_inputs()[0].name
 
-    def run(self, images_u8: np.ndarray) -> tuple[np.ndarray, ...]:
+    def run(self, images_u8: np.ndarray) -> GraphOutputs:
         return _as_numpy(self.session.run(None, {self.input_name: model_input(images_u8)}))
 
 
@@ -142,5 +158,13 @@ def reconstruction_error(images_u8: np.ndarray, recon: np.ndarray) -> np.ndarray
 
 def backend_accuracy(backend, images_u8: np.ndarray, labels: np.ndarray, batch_size: int = 1024) -> float:
     """Share of `images_u8` whose top class from `backend` (first output) matches `labels`."""
-    proba = np.concatenate([backend.run(images_u8[i:i + batch_size])[0] for i in range(0, len(images_u8), batch_size)])
+    proba = run_batched(backend, images_u8, batch_size).proba
     return float((proba.argmax(1) == labels).mean())
+
+
+def run_batched(backend, images_u8: np.ndarray, batch_size: int = 1024) -> GraphOutputs:
+    """`backend.run` over `images_u8` in chunks, the outputs concatenated."""
+    parts = [backend.run(images_u8[i:i + batch_size]) for i in range(0, len(images_u8), batch_size)]
+    if not parts:
+        raise ValueError("no images to run")
+    return GraphOutputs(*(None if part[0] is None else np.concatenate(part) for part in zip(*parts)))

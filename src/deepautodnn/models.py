@@ -86,6 +86,13 @@ class DeepClassifier(nn.Module):
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.layers(z)  # (B, C, H, W) -> (B, num_classes)
 
+    def penultimate(self, z: torch.Tensor) -> torch.Tensor:
+        """The last hidden layer's activations, the features unknown-input detection reads."""
+        return self.layers[:-1](z)  # (B, C, H, W) -> (B, D), D = dnn_hidden[-1] (or C*H*W with no hidden layer)
+
+    def head(self, features: torch.Tensor) -> torch.Tensor:
+        return self.layers[-1](features)  # (B, D) -> (B, num_classes) logits
+
 
 class DeepAutoDNN(nn.Module):
     """The full framework: autoencoder (whose encoder feeds) the deep classifier."""
@@ -102,6 +109,11 @@ class DeepAutoDNN(nn.Module):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.encoder(x)  # (B, 1, 28, 28) -> (B, C, H', W')
+
+    def forward_head(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The code (B, C, H', W') -> (logits (B, num_classes), penultimate features (B, D))."""
+        features = self.classifier.penultimate(z)
+        return self.classifier.head(features), features
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.encoder(x))  # (B, 1, 28, 28) -> (B, num_classes) logits

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .preprocess import ImageError, load_image
+from .preprocess import ImageError, load_preprocessed
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 
@@ -43,38 +43,48 @@ def prediction_record(name: str, proba: np.ndarray, class_names, top_k: int, unk
     }
 
 
+def run_with_detection(backend, detector, images_u8: np.ndarray, evidence: list[dict] | None = None,
+                       batch_size: int = 1024):
+    """One pass of `backend` over model inputs (N, H, W) uint8 -> (GraphOutputs, unknown scores (N,)
+    or None without a detector). `evidence` is preprocessing's, one dict per image."""
+    from .inference import run_batched
+
+    out = run_batched(backend, images_u8, batch_size)
+    if detector is None:
+        return out, None
+    return out, detector.scores(out, images_u8, evidence, backend.name)
+
+
 def predict_files(model, paths, top_k: int = 3, batch_size: int = 256, detector=None,
                   backend=None) -> PredictionReport:
     """Predict every readable image in `paths`; unreadable ones are reported, not fatal.
 
-    With an `UnknownDetector` (the model directory's `unknown.json`), each prediction says whether
-    the input looks unlike the training data (`unknown`) and by how much (`unknown_score`, > 1 is
-    unknown); without one both are None. `backend` (see `deepautodnn.inference`, e.g. ONNX) runs
-    the model instead of `model` itself.
+    With a detector (`UnknownDetector.load(model_dir)`), each prediction says whether the input
+    looks unlike the training data (`unknown`) and by how much (`unknown_score`, > 1 is unknown);
+    without one both are None. `backend` (see `deepautodnn.inference`, e.g. ONNX) runs the model;
+    by default it is `model` itself in PyTorch float32.
     """
-    from .unknown import score_images
+    from .inference import InferenceGraph, TorchBackend
 
     names = model.config.class_names
     size = model.config.image_size
-    images, good, errors = [], [], []
+    images, evidence, good, errors = [], [], [], []
     for path in expand_inputs(paths):
         try:
-            images.append(load_image(path, size))
-            good.append(path)
+            prepared = load_preprocessed(path, size)
         except ImageError as err:
             errors.append({"file": str(path), "error": str(err)})
+            continue
+        images.append(prepared.image)
+        evidence.append(prepared.evidence)
+        good.append(path)
     predictions = []
     if images:
-        if backend is not None:
-            from .inference import reconstruction_error
-
-            batch = np.stack(images)
-            proba, recon = backend.run(batch)
-            recon_error = reconstruction_error(batch, recon)
-        else:
-            proba, recon_error = score_images(model, np.stack(images), batch_size,
-                                              autoencoder=detector.autoencoder if detector else None)
-        scores = detector.scores(proba, recon_error) if detector else [None] * len(proba)
+        if backend is None:
+            backend = TorchBackend(InferenceGraph(model, detector.autoencoder if detector else None))
+        out, scores = run_with_detection(backend, detector, np.stack(images), evidence, batch_size)
+        scores = [None] * len(good) if scores is None else scores
         k = max(1, min(top_k, len(names)))
-        predictions = [prediction_record(str(path), p, names, k, score) for path, p, score in zip(good, proba, scores)]
+        predictions = [prediction_record(str(path), p, names, k, score)
+                       for path, p, score in zip(good, out.proba, scores)]
     return PredictionReport(predictions, errors)

@@ -200,7 +200,7 @@ def train_run(cfg: Config, run_dir: str | Path, *, seed: int = 0, data_dir=None,
     }
     save_model(run_dir, model, cfg, metrics, seed=seed, train_limit=train_limit, data=data,
                deterministic=deterministic)
-    _calibrate_unknown(model, cfg, images[val_idx], run_dir, dev, echo)
+    _calibrate_unknown(model, cfg, source, run_dir, dev, echo)
     write_report(run_dir, metrics)
     distributed.barrier(ctx)
     distributed.shutdown()
@@ -235,14 +235,15 @@ def _check_writable(run_dir: Path) -> None:
             leftover.unlink(missing_ok=True)
 
 
-def _calibrate_unknown(model, cfg: Config, val_images, run_dir: Path, dev, echo) -> None:
-    """unknown.json beside the model, fit on the validation split (skipped if it is too small)."""
-    from .unknown import fit_detector
+def _calibrate_unknown(model, cfg: Config, source: RunData, run_dir: Path, dev, echo) -> None:
+    """unknown.json beside the model, fit on the run's splits (skipped if validation is too small)."""
+    from .unknown_fit import fit_detector
 
-    if len(val_images) < 20:
+    if len(source.val_idx) < 20:
         echo("validation split too small to calibrate unknown-input detection; skipped")
         return
-    fit_detector(model, cfg, val_images, run_dir, device=dev)
+    fit_detector(model, cfg, source.images, source.labels, source.train_idx, source.val_idx, run_dir, device=dev,
+                 echo=echo)
 
 
 def write_report(run_dir: str | Path, metrics: dict) -> str:

@@ -42,7 +42,7 @@ class Predictor:
         from . import __version__
         from .checkpoint import METRICS_FILE, load_config, read_json
         from .inference import make_backend
-        from .unknown import UnknownDetector
+        from .unknown import TwoSignalDetector, UnknownDetector
 
         model_dir = Path(model_dir)
         cfg = load_config(model_dir)
@@ -50,6 +50,7 @@ class Predictor:
         self.size = cfg.model.image_size
         self.backend = make_backend(model_dir, backend)
         self.detector = UnknownDetector.load(model_dir)
+        calibrated_for = self.detector.calibration_for(self.backend.name)[0] if self.detector else None
         metrics = read_json(model_dir / METRICS_FILE) if (model_dir / METRICS_FILE).exists() else {}
         self.info = {
             "classes": self.class_names,
@@ -58,19 +59,24 @@ class Predictor:
             "preset": cfg.preset,
             "backend": self.backend.name,
             "unknown_detection": self.detector is not None,
+            # Which backend's own scores set the thresholds: the serving one, once calibrated for it.
+            "unknown_calibrated_for": calibrated_for,
+            "unknown_detector": (None if self.detector is None else
+                                 "two-signal" if isinstance(self.detector, TwoSignalDetector) else
+                                 "fused: " + ", ".join(self.detector.fused_signals)),
             "test_accuracy": metrics.get("accuracy"),
             "metrics": {k: metrics[k] for k in ("accuracy", "macro", "n", "data") if k in metrics},
             "deepautodnn_version": __version__,
         }
 
-    def predict(self, images: np.ndarray, names: list[str], top_k: int, details: bool) -> list[dict]:
-        from .inference import reconstruction_error
-        from .predict import prediction_record
+    def predict(self, images: np.ndarray, names: list[str], top_k: int, details: bool,
+                evidence: list[dict] | None = None) -> list[dict]:
+        from .predict import prediction_record, run_with_detection
 
-        proba, recon = self.backend.run(images)
-        scores = self.detector.scores(proba, reconstruction_error(images, recon)) if self.detector else None
+        outputs, scores = run_with_detection(self.backend, self.detector, images, evidence)
+        recon = outputs.recon
         out = []
-        for i, (name, p) in enumerate(zip(names, proba)):
+        for i, (name, p) in enumerate(zip(names, outputs.proba)):
             item = prediction_record(name, p, self.class_names, top_k, None if scores is None else scores[i])
             item["probabilities"] = {c: float(v) for c, v in zip(self.class_names, p)}
             if details:
@@ -95,9 +101,10 @@ class MicroBatcher:
         self.queue: asyncio.Queue = asyncio.Queue()
         self.task = asyncio.get_running_loop().create_task(self._loop())
 
-    async def predict(self, images: np.ndarray, names: list[str], top_k: int, details: bool) -> list[dict]:
+    async def predict(self, images: np.ndarray, names: list[str], top_k: int, details: bool,
+                      evidence: list[dict] | None = None) -> list[dict]:
         future = asyncio.get_running_loop().create_future()
-        await self.queue.put((images, names, top_k, details, future))
+        await self.queue.put((images, names, top_k, details, evidence, future))
         return await future
 
     async def _loop(self) -> None:
@@ -128,9 +135,10 @@ class MicroBatcher:
         names = [name for item in batch for name in item[1]]
         top_k = max(item[2] for item in batch)
         details = any(item[3] for item in batch)
-        results = self.predictor.predict(images, names, top_k, details)
+        evidence = None if any(item[4] is None for item in batch) else [e for item in batch for e in item[4]]
+        results = self.predictor.predict(images, names, top_k, details, evidence)
         out, start = [], 0
-        for item_images, _, k, want_details, _ in batch:
+        for item_images, _, k, want_details, _, _ in batch:
             mine = results[start:start + len(item_images)]
             start += len(item_images)
             for r in mine:
@@ -156,7 +164,7 @@ def create_app(model_dir: str | Path, *, backend: str = "auto", token: str | Non
     """The FastAPI app. The model loads once, in the app's lifespan, on a background thread so that
     /livez answers at once and /readyz says 503 until it is ready. A request body that takes more
     than `client_timeout_s` to arrive gets 408."""
-    from .preprocess import ImageError, load_image
+    from .preprocess import ImageError, load_preprocessed
     from .webpage import PAGE
 
     state: dict = {"predictor": None, "batcher": None, "error": None}
@@ -262,15 +270,18 @@ def create_app(model_dir: str | Path, *, backend: str = "auto", token: str | Non
             raise HTTPException(422, "no images: send one or more files in the multipart field 'files'")
         if not 1 <= top_k <= len(predictor.class_names):
             raise HTTPException(422, f"top_k must be between 1 and {len(predictor.class_names)}")
-        images, names = [], []
+        images, evidence, names = [], [], []
         for upload in uploads:
             name = upload.filename or "upload"
             try:
-                images.append(load_image(await upload.read(), predictor.size, name=name))
+                # Off the event loop: finding the garment in a large photo takes milliseconds.
+                prepared = await run_in_threadpool(load_preprocessed, await upload.read(), predictor.size, name)
             except ImageError as err:
                 raise HTTPException(422, str(err)) from None
+            images.append(prepared.image)
+            evidence.append(prepared.evidence)
             names.append(name)
-        results = await state["batcher"].predict(np.stack(images), names, top_k, details)
+        results = await state["batcher"].predict(np.stack(images), names, top_k, details, evidence)
         return JSONResponse({"predictions": results})  # plain JSON types already: skip FastAPI's encoder
 
     @app.get("/", response_class=HTMLResponse)

@@ -1,5 +1,6 @@
 """The page served at `/`: drop or choose a photo, see the top-3 classes, the model's 28x28
-input, the autoencoder's reconstruction and the unknown flag. Plain HTML and JS, no build step."""
+input, the autoencoder's reconstruction and the unknown flag; an unknown input is shown as such
+first ("this does not look like a garment"), its classes greyed. Plain HTML and JS, no build step."""
 
 PAGE = """<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>deepautodnn</title>
@@ -11,7 +12,7 @@ body{font-family:system-ui,sans-serif;max-width:760px;margin:2em auto;padding:0 
 .bar{background:#4a7;height:1.1em;border-radius:3px}
 table{border-collapse:collapse;width:100%}td{padding:.25em .4em}
 .pix{width:112px;height:112px;image-rendering:pixelated;border:1px solid #ccc;background:#000}
-#unknown{font-weight:bold}.warn{color:#b30}.error{color:#b00}
+#unknown{font-weight:bold}.warn{color:#b30}.error{color:#b00}.muted{opacity:.45}
 </style></head><body>
 <h1>deepautodnn</h1>
 <p id="model">loading model information...</p>
@@ -47,11 +48,15 @@ async function classify(file) {
   const body = await r.json();
   if (!r.ok) { $("result").hidden = true; $("error").textContent = "Error " + r.status + ": " + body.detail; return; }
   const p = body.predictions[0];
-  $("result-label").textContent = p.label;
+  // An unknown input leads with the verdict, not with a confident-looking label.
+  $("result-label").textContent = p.unknown ? "This does not look like a garment" : p.label;
+  $("result-label").className = p.unknown ? "warn" : "";
   $("unknown").textContent = p.unknown === null ? "" :
-    (p.unknown ? "Unknown input: this does not look like the training images (score " + p.unknown_score.toFixed(2) + ")"
+    (p.unknown ? "Unknown input (score " + p.unknown_score.toFixed(2) + ", above 1 is unknown). " +
+                 "If it were a garment, the closest class would be " + p.label + ":"
                : "Looks like the training images (unknown score " + p.unknown_score.toFixed(2) + ")");
   $("unknown").className = p.unknown ? "warn" : "";
+  $("bars").className = p.unknown ? "muted" : "";
   $("bars").innerHTML = "";
   for (const t of p.top_k) {
     const row = $("bars").insertRow();
