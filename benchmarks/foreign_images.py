@@ -452,7 +452,9 @@ def skimage_samples(seed: int = 0) -> list[tuple[str, np.ndarray]]:
             kwargs = {key: int(seed) for key in ("rng", "seed", "random_state") if key in params}
             try:
                 arr = loader(**kwargs)
-            except Exception:  # needs a download (pooch), or broken
+            except (KeyboardInterrupt, SystemExit):
+                raise
+            except BaseException:  # needs a download (pooch), or broken; under pytest it raises Skipped
                 continue
             if isinstance(arr, tuple):  # e.g. stereo_motorcycle: (left, right, disparity)
                 arr = arr[0]

@@ -52,3 +52,15 @@ def ood_markdown(result: dict) -> str:
         f"{d} {_pct(np.mean([row['flagged_alone'][d] for row in fa.values()]))}" for d in detectors if d != "fused")
         + " (mean over the in-distribution sets)."]
     return "\n".join(lines) + "\n"
+
+
+def variants_markdown(result: dict) -> str:
+    """`benchmarks/photo_variants.py`'s JSON as a table: accuracy per photo variant against the arrays."""
+    base = result["in_memory"]["accuracy"]
+    lines = [f"{result['n_images']} {result['split']} images per variant, generator seed {result['seed']}; "
+             f"the same images as arrays: {_pct(base)}.", "",
+             "| variant | accuracy | vs the arrays | same label as the array |", "|---|---:|---:|---:|"]
+    for name, row in result["variants"].items():
+        lines.append(f"| {name} | {_pct(row['accuracy'])} | {100 * row['accuracy_minus_in_memory']:+.1f} | "
+                     f"{_pct(row['agreement_with_in_memory'])} |")
+    return "\n".join(lines) + "\n"
