@@ -139,7 +139,7 @@ def rgb(level: np.ndarray | float, tint: np.ndarray | None = None) -> np.ndarray
 # ---- the variants -----------------------------------------------------------------------------
 
 def plain_product_shot(arr, rng) -> bytes:
-    """The reference: dark garment on white, 420 px on a 600x500 canvas, JPEG 90 (as real_images.py)."""
+    """The reference: dark garment on white, 420 px on a 600x500 canvas, JPEG 90 (as the product shot of the earlier real-images benchmark)."""
     alpha = place(garment_alpha(arr, 420), (500, 600), 40, 90)
     return encode(compose(np.full((500, 600, 3), 255, np.float32), alpha, np.zeros(3, np.float32)), quality=90)
 
