@@ -54,6 +54,7 @@ from .errors import DeepAutoDNNError
 MAX_FILE_BYTES = 50 * 2**20  # refuse files over 50 MiB before reading them
 MAX_PIXELS = 40_000_000  # refuse declared sizes over 40 megapixels before decoding (bombs)
 DRAFT_SIDE = 256  # a JPEG is decoded at 1/2, 1/4 or 1/8 scale if its longest side stays >= this
+DETAIL_SIDE = 256  # pixels: longest side of the grey image whose fine detail is evidence
 WORK_SIDE = 96  # pixels: longest side of the working image the object is found in (128: same accuracy)
 BORDER_BAND = 0.04  # share of the short side: the band along the edges the backdrop is fitted to
 NOISE_SPREADS = 4.0  # object pixels differ from the backdrop by this many robust spreads of its noise
@@ -509,22 +510,40 @@ def to_uint8(x: np.ndarray, peak: float | None = None) -> np.ndarray:
 
 # ---- evidence ----------------------------------------------------------------------------------
 
-def evidence_of(search: ObjectSearch) -> dict[str, float]:
-    """Input-level evidence for unknown-input detection (EVIDENCE_KEYS), from the working image:
-    the kept object's share of the image; the robust spread (MAD * 1.4826, grey levels) of the
-    backdrop's colour distance from its fitted surface; the number of meaningful pieces; the mean
-    absolute difference between the grey image and its Gaussian blur (sigma 1) over 255; and the
-    share of the image's border that the object covers."""
+def high_frequency(gray: np.ndarray) -> float:
+    """Fine detail of a grey image (H, W): mean |gray - Gaussian blur (sigma 1)| / 255."""
     from scipy.ndimage import gaussian_filter
 
+    gray = gray.astype(np.float32)
+    return float(np.mean(np.abs(gray - gaussian_filter(gray, sigma=1.0))) / 255.0)
+
+
+def detail_image(rgb, side: int = DETAIL_SIDE) -> np.ndarray:
+    """The grey image (h, w) float32 at up to `side` pixels, where `high_frequency` is measured:
+    finer than the working image, which averages fine noise away."""
+    from PIL import Image
+
+    gray = rgb.convert("L")
+    w, h = gray.size
+    scale = side / max(h, w)
+    if scale < 1:
+        gray = gray.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.Resampling.BOX)
+    return np.asarray(gray, np.float32)
+
+
+def evidence_of(search: ObjectSearch, detail: np.ndarray) -> dict[str, float]:
+    """Input-level evidence for unknown-input detection (EVIDENCE_KEYS): from the working image, the
+    kept object's share of the image; the robust spread (MAD * 1.4826, grey levels) of the
+    backdrop's colour distance from its fitted surface; the number of meaningful pieces; the share
+    of the image's border that the object covers; and from the grey `detail` image, its
+    `high_frequency`."""
     background = ~search.inside
     _, residual = robust_spread(search.distance[background]) if background.any() else (0.0, 0.0)
-    gray = search.rgb @ np.array([0.299, 0.587, 0.114], np.float32)  # ITU-R 601 luma, as PIL's "L"
     return {
         "foreground_fraction": float(search.mask.mean()),
         "background_residual": float(residual),
         "object_count": float(search.object_count),
-        "high_frequency": float(np.mean(np.abs(gray - gaussian_filter(gray, sigma=1.0))) / 255.0),
+        "high_frequency": high_frequency(detail),
         "object_touches_border": float(_border(search.mask).mean()),
     }
 
@@ -541,7 +560,7 @@ def preprocess(img, size: int = 28) -> Preprocessed:
         gray = to_gray(img)
         if np.median(_border(gray)) <= 127:  # already in the dataset's format: taken as it is
             search = find_object(np.repeat(gray[..., None].astype(np.float32), 3, axis=2))
-            return Preprocessed(gray, evidence_of(search), [("grey, dataset format", gray), ("model input", gray)])
+            return Preprocessed(gray, evidence_of(search, gray), [("grey, dataset format", gray), ("model input", gray)])
     rgb = to_rgb(img)
     work = working_image(rgb)
     search = find_object(work)
@@ -559,7 +578,7 @@ def preprocess(img, size: int = 28) -> Preprocessed:
         ("trimmed", _shown(trimmed, peak or None)),
         ("model input", image),
     ]
-    return Preprocessed(image, evidence_of(search), steps)
+    return Preprocessed(image, evidence_of(search, detail_image(rgb)), steps)
 
 
 def preprocessing_steps(img, size: int = 28) -> list[tuple[str, np.ndarray]]:
