@@ -515,7 +515,7 @@ def high_frequency(gray: np.ndarray) -> float:
     from scipy.ndimage import gaussian_filter
 
     gray = gray.astype(np.float32)
-    return float(np.mean(np.abs(gray - gaussian_filter(gray, sigma=1.0))) / 255.0)
+    return float(np.mean(np.abs(gray - gaussian_filter(gray, sigma=1.0, truncate=3.0))) / 255.0)
 
 
 def detail_image(rgb, side: int = DETAIL_SIDE) -> np.ndarray:
@@ -537,8 +537,8 @@ def evidence_of(search: ObjectSearch, detail: np.ndarray) -> dict[str, float]:
     backdrop's colour distance from its fitted surface; the number of meaningful pieces; the share
     of the image's border that the object covers; and from the grey `detail` image, its
     `high_frequency`."""
-    background = ~search.inside
-    _, residual = robust_spread(search.distance[background]) if background.any() else (0.0, 0.0)
+    background = search.distance[~search.inside][::3]  # every third pixel is plenty for a median
+    _, residual = robust_spread(background)
     return {
         "foreground_fraction": float(search.mask.mean()),
         "background_residual": float(residual),
