@@ -51,6 +51,9 @@ class Predictor:
         self.backend = make_backend(model_dir, backend)
         self.detector = UnknownDetector.load(model_dir)
         calibrated_for = self.detector.calibration_for(self.backend.name)[0] if self.detector else None
+        if isinstance(self.detector, UnknownDetector):  # fail at load, not on every request
+            probe = np.zeros((1, self.size, self.size), np.uint8)
+            self.detector.scores(self.backend.run(probe), probe, backend=self.backend.name)
         metrics = read_json(model_dir / METRICS_FILE) if (model_dir / METRICS_FILE).exists() else {}
         self.info = {
             "classes": self.class_names,
