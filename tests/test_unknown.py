@@ -46,6 +46,10 @@ def test_feature_statistics_find_the_nearest_class_and_neighbour():
     assert (stats.mahalanobis(near) < 5).all() and (stats.mahalanobis(far) > 100).all()
     assert (stats.knn(near) < stats.knn(far)).all()
     assert stats.bank.shape == (500, 8) and np.allclose(np.linalg.norm(stats.bank, axis=1), 1, atol=1e-5)
+    # A class missing from the sample (labels 0, 1 and 3 only) gives no NaN distances.
+    keep = labels != 2
+    partial = FeatureStats.fit(features[keep], labels[keep], bank_size=500)
+    assert partial.class_means.shape == (3, 8) and np.isfinite(partial.mahalanobis(far)).all()
 
 
 def test_a_trained_run_stores_its_detector(tiny_run):
@@ -135,7 +139,8 @@ def test_per_backend_thresholds_are_used_by_the_serving_backend(exported, data_d
     assert set(det.backends) == {"torch", "onnx"}
     # Each from its own outputs: onnx float32 is close to torch, but fitted apart.
     assert det.backends["onnx"].threshold == pytest.approx(det.backends["torch"].threshold, rel=0.05)
-    record = json.loads((exported / UNKNOWN_FILE).read_text())
+    saved = (exported / UNKNOWN_FILE).read_text()
+    record = json.loads(saved)
     record["backends"]["onnx"]["threshold"] = 1e9  # so the served scores show which threshold is read
     (exported / UNKNOWN_FILE).write_text(json.dumps(record))
     noise = np.random.default_rng(0).integers(0, 256, (20, 28, 28), dtype=np.uint8)
@@ -143,6 +148,7 @@ def test_per_backend_thresholds_are_used_by_the_serving_backend(exported, data_d
     assert onnx.info["unknown_calibrated_for"] == "onnx" and torch_.info["unknown_calibrated_for"] == "torch"
     assert all(p["unknown_score"] < 1e-6 for p in onnx.predict(noise, ["n"] * 20, 3, False))
     assert sum(p["unknown"] for p in torch_.predict(noise, ["n"] * 20, 3, False)) >= 18
+    (exported / UNKNOWN_FILE).write_text(saved)
 
 
 def test_a_backend_never_calibrated_falls_back_to_torch(exported):
@@ -189,6 +195,7 @@ def test_calibrate_command_rewrites_the_detector(tiny_run, data_dir, tmp_path, c
     assert det.false_alarm_rate == 0.1 and max(det.backends["torch"].validation_false_alarm_rate.values()) <= 0.1
     assert "torch: threshold" in capsys.readouterr().out
     assert cli.main(["calibrate", str(copy), "--false-alarm-rate", "2"]) == 2
+    assert "between 0 and 1" in capsys.readouterr().err
 
 
 def test_a_damaged_statistics_file_is_refused(tiny_run, tmp_path):

@@ -202,6 +202,9 @@ def cmd_predict(args) -> int:
     if detector is None:
         print(f"deepautodnn: {args.model_dir} has no {UNKNOWN_FILE}; unknown-input detection is off "
               f"(run `deepautodnn calibrate {args.model_dir}`)", file=sys.stderr)
+    elif detector.calibration_for(backend.name)[0] != backend.name:
+        print(f"deepautodnn: unknown-input detection was not calibrated for the {backend.name} backend; using "
+              f"torch's thresholds (run `deepautodnn calibrate {args.model_dir}` to fit its own)", file=sys.stderr)
     report = predict_files(model, args.inputs, top_k=args.top_k, detector=detector, backend=backend)
     for err in report.errors:
         print(f"deepautodnn: skipped {err['error']}", file=sys.stderr)
@@ -298,6 +301,9 @@ def cmd_export(args) -> int:
 def cmd_calibrate(args) -> int:
     from .unknown import UNKNOWN_FILE
     from .unknown_fit import calibrate_model_dir
+
+    if not 0 < args.false_alarm_rate < 1:
+        raise ValueError(f"--false-alarm-rate must be between 0 and 1, got {args.false_alarm_rate}")
 
     det = calibrate_model_dir(args.model_dir, data_dir=args.data_dir, false_alarm_rate=args.false_alarm_rate,
                               echo=_stderr)

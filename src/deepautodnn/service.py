@@ -51,6 +51,12 @@ class Predictor:
         self.backend = make_backend(model_dir, backend)
         self.detector = UnknownDetector.load(model_dir)
         calibrated_for = self.detector.calibration_for(self.backend.name)[0] if self.detector else None
+        if calibrated_for not in (None, self.backend.name):
+            import logging
+
+            logging.getLogger("uvicorn.error").warning(
+                "unknown-input detection was not calibrated for the %s backend; using torch's thresholds "
+                "(run `deepautodnn calibrate %s`)", self.backend.name, model_dir)
         if isinstance(self.detector, UnknownDetector):  # fail at load, not on every request
             probe = np.zeros((1, self.size, self.size), np.uint8)
             self.detector.scores(self.backend.run(probe), probe, backend=self.backend.name)

@@ -53,6 +53,8 @@ SIGNALS = MODEL_SIGNALS + INPUT_SIGNALS
 # (benchmarks/ood_recipe.py, results/recipe_trials.json): msp, energy and the reconstruction error
 # add false alarms on photos more than they add detections, so they are reported but not fused.
 FUSED_SIGNALS = ("mahalanobis", "knn") + INPUT_SIGNALS
+# A count moves in whole steps: one more object than usual is one unit, however clean calibration was.
+SCALE_FLOOR = {"object_count": 1.0}
 KNN_K = 10  # Sun et al. use k=50 with 50,000 training images; the bank here holds 10,000
 
 
@@ -83,9 +85,9 @@ class FeatureStats:
     def fit(cls, features: np.ndarray, labels: np.ndarray, *, bank_size: int = 10_000, seed: int = 0) -> "FeatureStats":
         from sklearn.covariance import LedoitWolf
 
-        classes = np.unique(labels)
-        means = np.stack([features[labels == k].mean(0) for k in range(int(classes.max()) + 1)])  # (K, D)
-        centred = features - means[labels]
+        classes = np.unique(labels)  # a class absent from the sample has no mean (and no NaN one)
+        means = np.stack([features[labels == k].mean(0) for k in classes])  # (K present, D)
+        centred = features - means[np.searchsorted(classes, labels)]
         precision = LedoitWolf(assume_centered=True).fit(centred).precision_
         pick = np.random.default_rng(seed).permutation(len(features))[:bank_size]
         return cls(means.astype(np.float32), precision.astype(np.float32), _normalise(features[pick]))
@@ -93,9 +95,12 @@ class FeatureStats:
     def mahalanobis(self, features: np.ndarray) -> np.ndarray:
         """Squared distance to the nearest class mean: (N, D) -> (N,)."""
         f = torch.from_numpy(np.ascontiguousarray(features, np.float32))
-        diff = f[:, None, :] - torch.from_numpy(self.class_means)[None]  # (N, K, D)
-        d2 = ((diff @ torch.from_numpy(self.precision)) * diff).sum(-1)  # (N, K)
-        return d2.min(1).values.numpy()
+        means, precision = torch.from_numpy(self.class_means), torch.from_numpy(self.precision)
+        out = []
+        for chunk in f.split(1024):  # bounded memory for wide features
+            diff = chunk[:, None, :] - means[None]  # (B, K, D)
+            out.append(((diff @ precision) * diff).sum(-1).min(1).values)  # (B,)
+        return torch.cat(out).numpy() if out else np.zeros(0, np.float32)
 
     def knn(self, features: np.ndarray, k: int = KNN_K) -> np.ndarray:
         """Euclidean distance to the k-th nearest bank feature, both L2-normalised: (N, D) -> (N,)."""
@@ -159,7 +164,7 @@ class BackendCalibration:
     @classmethod
     def fit(cls, signals: dict[str, np.ndarray], subsets: dict[str, np.ndarray], fused_names, false_alarm_rate: float):
         median = {k: float(np.median(v)) for k, v in signals.items()}
-        scale = {k: max(float(np.quantile(v, 0.99)) - median[k], 1e-6 * max(1.0, abs(median[k])))
+        scale = {k: max(float(np.quantile(v, 0.99)) - median[k], SCALE_FLOOR.get(k, 1e-6 * max(1.0, abs(median[k]))))
                  for k, v in signals.items()}
         cal = cls(median, scale, 0.0, {}, len(next(iter(signals.values()))))
 

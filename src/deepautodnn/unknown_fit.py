@@ -128,6 +128,12 @@ def available_backends(model_dir: str | Path) -> list[str]:
     return names
 
 
+def _gives_features(backend) -> bool:
+    """Whether a backend's graph has the logits and features outputs (older ONNX files do not)."""
+    out = backend.run(np.zeros((1, 28, 28), np.uint8))
+    return out.logits is not None and out.features is not None
+
+
 def fit_detector(model, cfg, images: np.ndarray, labels: np.ndarray, train_idx, val_idx, model_dir: str | Path, *,
                  false_alarm_rate: float = DEFAULT_FALSE_ALARM_RATE, device="cpu", backends=None,
                  photos: int = CALIBRATION_PHOTOS, seed: int = 0, fused=FUSED_SIGNALS,
@@ -169,6 +175,10 @@ def fit_detector(model, cfg, images: np.ndarray, labels: np.ndarray, train_idx, 
     calibrations = {}
     for name in backends or available_backends(model_dir):
         backend = torch_backend if name == "torch" else make_backend(model_dir, name)
+        if not _gives_features(backend):
+            echo(f"{name}: its ONNX file was exported by an older deepautodnn and gives no features; not "
+                 f"calibrated (run `deepautodnn export {model_dir}` to replace it)")
+            continue
         signals = {**model_signals(run_batched(backend, cal_images), cal_images, stats), **evidence}
         calibrations[name] = BackendCalibration.fit(signals, subsets, fused, false_alarm_rate)
         echo(f"unknown-input detection calibrated for {name}: flags "
