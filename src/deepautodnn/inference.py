@@ -27,7 +27,7 @@ class GraphOutputs(NamedTuple):
     """One forward pass as arrays; logits and features are None from an older two-output ONNX file."""
 
     proba: np.ndarray  # (N, K)
-    recon: np.ndarray  # (N, H, W) in [0, 1]
+    recon: np.ndarray | None = None  # (N, H, W) in [0, 1]; None from a classify-only graph
     logits: np.ndarray | None = None  # (N, K)
     features: np.ndarray | None = None  # (N, D)
 

@@ -283,8 +283,7 @@ def create_app(model_dir: str | Path, *, backend: str = "auto", token: str | Non
         for upload in uploads:
             name = upload.filename or "upload"
             try:
-                # Off the event loop: finding the garment in a large photo takes milliseconds.
-                prepared = await run_in_threadpool(load_preprocessed, await upload.read(), predictor.size, name)
+                prepared = load_preprocessed(await upload.read(), predictor.size, name=name)
             except ImageError as err:
                 raise HTTPException(422, str(err)) from None
             images.append(prepared.image)
