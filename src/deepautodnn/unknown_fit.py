@@ -128,9 +128,9 @@ def available_backends(model_dir: str | Path) -> list[str]:
     return names
 
 
-def _gives_features(backend) -> bool:
+def _gives_features(backend, size: int) -> bool:
     """Whether a backend's graph has the logits and features outputs (older ONNX files do not)."""
-    out = backend.run(np.zeros((1, 28, 28), np.uint8))
+    out = backend.run(np.zeros((1, size, size), np.uint8))
     return out.logits is not None and out.features is not None
 
 
@@ -175,7 +175,7 @@ def fit_detector(model, cfg, images: np.ndarray, labels: np.ndarray, train_idx, 
     calibrations = {}
     for name in backends or available_backends(model_dir):
         backend = torch_backend if name == "torch" else make_backend(model_dir, name)
-        if not _gives_features(backend):
+        if not _gives_features(backend, cfg.model.image_size):
             echo(f"{name}: its ONNX file was exported by an older deepautodnn and gives no features; not "
                  f"calibrated (run `deepautodnn export {model_dir}` to replace it)")
             continue
