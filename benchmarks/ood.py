@@ -52,9 +52,7 @@ def score_set(detector, backend, images, evidence):
     out = run_batched(backend, images)
     _, cal = detector.calibration_for(backend.name)
     signals = detector.signals(out, images, evidence)
-    z = cal.normalised(signals)
-    fused = np.max(np.stack([z[k] for k in detector.fused_signals]), axis=0)
-    return out, signals, fused, cal
+    return out, signals, cal.fuse(signals, detector.fused_signals), cal
 
 
 def predict_path_ms(model_dir: str, backend_name: str, photos: list[bytes], repeats: int = 1) -> float:

@@ -133,7 +133,7 @@ def exported(tiny_run, tmp_path_factory):
 
 def test_per_backend_thresholds_are_used_by_the_serving_backend(exported, data_dir):
     from deepautodnn.service import Predictor
-    from deepautodnn.unknown_fit import calibrate_model_dir
+    from deepautodnn.runner import calibrate_model_dir
 
     det = calibrate_model_dir(exported, data_dir=data_dir, backends=["torch", "onnx"])
     assert set(det.backends) == {"torch", "onnx"}

@@ -288,7 +288,7 @@ def cmd_export(args) -> int:
         record = select_backend(args.model_dir, run_data.images[run_data.val_idx], run_data.labels[run_data.val_idx])
         out["backend"] = {"chosen": record["chosen"], "backends": record["backends"]}
         if (Path(args.model_dir) / UNKNOWN_FILE).exists():  # the new files get thresholds of their own
-            from .unknown_fit import calibrate_model_dir
+            from .runner import calibrate_model_dir
 
             det = calibrate_model_dir(args.model_dir, data_dir=args.data_dir,
                                       false_alarm_rate=UnknownDetector.load(args.model_dir).false_alarm_rate,
@@ -300,7 +300,7 @@ def cmd_export(args) -> int:
 
 def cmd_calibrate(args) -> int:
     from .unknown import UNKNOWN_FILE
-    from .unknown_fit import calibrate_model_dir
+    from .runner import calibrate_model_dir
 
     if not 0 < args.false_alarm_rate < 1:
         raise ValueError(f"--false-alarm-rate must be between 0 and 1, got {args.false_alarm_rate}")

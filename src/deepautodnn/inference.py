@@ -150,12 +150,6 @@ def make_backend(model_dir: str | Path, backend: str = "auto"):
     raise ValueError(f"unknown backend {backend!r}; use auto or one of {', '.join(BACKENDS)}")
 
 
-def reconstruction_error(images_u8: np.ndarray, recon: np.ndarray) -> np.ndarray:
-    """Per-image MSE between the input in [0, 1] and its reconstruction: (N,)."""
-    x = model_input(images_u8)[:, 0]  # (N, H, W)
-    return ((recon - x) ** 2).reshape(len(x), -1).mean(1)
-
-
 def backend_accuracy(backend, images_u8: np.ndarray, labels: np.ndarray, batch_size: int = 1024) -> float:
     """Share of `images_u8` whose top class from `backend` (first output) matches `labels`."""
     proba = run_batched(backend, images_u8, batch_size).proba

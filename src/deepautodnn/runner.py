@@ -30,6 +30,7 @@ from .train import (
     MetricsLog, seed_everything, select_device, stage_plan, to_device_data, train_autoencoder,
     train_classifier,
 )
+from .unknown import DEFAULT_FALSE_ALARM_RATE
 from .training_state import Checkpointer, GracefulStop, NonFiniteLossError, TrainingInterrupted
 
 CHECKPOINT_DIR = "checkpoints"
@@ -235,6 +236,19 @@ def _check_writable(run_dir: Path) -> None:
             leftover.unlink(missing_ok=True)
 
 
+def calibrate_model_dir(model_dir: str | Path, *, data_dir=None, false_alarm_rate: float = DEFAULT_FALSE_ALARM_RATE,
+                        device="cpu", backends=None, echo=lambda m: None):
+    """Fit unknown-input detection on the data and split the model was trained on; save it beside
+    the model (see `unknown_fit.fit_detector`)."""
+    from .checkpoint import load_config, load_model
+    from .unknown_fit import fit_detector
+
+    data = load_model_run_data(model_dir, data_dir)
+    return fit_detector(load_model(model_dir), load_config(model_dir), data.images, data.labels, data.train_idx,
+                        data.val_idx, model_dir, false_alarm_rate=false_alarm_rate, device=device,
+                        backends=backends, echo=echo)
+
+
 def _calibrate_unknown(model, cfg: Config, source: RunData, run_dir: Path, dev, echo) -> None:
     """unknown.json beside the model, fit on the run's splits (skipped if validation is too small)."""
     from .unknown_fit import fit_detector
@@ -265,4 +279,4 @@ def write_report(run_dir: str | Path, metrics: dict) -> str:
     return text
 
 
-__all__ = ["train_run", "write_report", "RunError", "ModelFileError"]
+__all__ = ["train_run", "write_report", "calibrate_model_dir", "RunError", "ModelFileError"]

@@ -24,7 +24,7 @@ import torch
 
 from .unknown import (
     DEFAULT_FALSE_ALARM_RATE, FUSED_SIGNALS, REFERENCE_AE_FILE, BackendCalibration, FeatureStats, UnknownDetector,
-    input_signals, load_reference_autoencoder, model_signals,
+    evidence_of_arrays, input_signals, load_reference_autoencoder, model_signals,
 )
 
 CALIBRATION_PHOTOS = 2000  # validation images also rendered as photos for calibration
@@ -163,8 +163,6 @@ def fit_detector(model, cfg, images: np.ndarray, labels: np.ndarray, train_idx, 
 
     val_images = images[val_idx]
     photo_images, photo_evidence = photo_inputs(val_images[rng.permutation(len(val_images))[:photos]], seed)
-    from .unknown import evidence_of_arrays
-
     cal_images = np.concatenate([val_images, photo_images])
     evidence = input_signals(evidence_of_arrays(val_images) + photo_evidence)
     subsets = {"arrays": np.arange(len(cal_images)) < len(val_images),
@@ -187,15 +185,3 @@ def fit_detector(model, cfg, images: np.ndarray, labels: np.ndarray, train_idx, 
     det.save(model_dir)
     det.autoencoder = reference
     return det
-
-
-def calibrate_model_dir(model_dir: str | Path, *, data_dir=None, false_alarm_rate: float = DEFAULT_FALSE_ALARM_RATE,
-                        device="cpu", backends=None, echo=lambda m: None) -> UnknownDetector:
-    """Fit the detector on the data and split the model was trained on; save it beside the model."""
-    from .checkpoint import load_config, load_model
-    from .runner import load_model_run_data
-
-    data = load_model_run_data(model_dir, data_dir)
-    return fit_detector(load_model(model_dir), load_config(model_dir), data.images, data.labels, data.train_idx,
-                        data.val_idx, model_dir, false_alarm_rate=false_alarm_rate, device=device,
-                        backends=backends, echo=echo)
