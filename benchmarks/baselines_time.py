@@ -14,8 +14,9 @@ import time
 from pathlib import Path
 
 from _emit import emit_json
-from deepautodnn.baselines import parse_only, run_baselines
-from deepautodnn.system import machine_info
+
+from deepautodnn.experiments.baselines import parse_only, run_baselines
+from deepautodnn.utils.runtime import machine_info
 
 BUDGET_SECONDS = 60 * 60
 
@@ -37,10 +38,16 @@ def main() -> None:
         "budget_seconds": BUDGET_SECONDS,
         "within_budget": wall <= BUDGET_SECONDS,
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-        "comparators": {n: {"test_accuracy": r["accuracy"], "val_accuracy": r["val_accuracy"],
-                            "train_seconds": round(r["train_seconds"], 1),
-                            "predict_seconds": round(r["predict_seconds"], 1), "chosen": r["chosen"]}
-                        for n, r in results.items()},
+        "comparators": {
+            n: {
+                "test_accuracy": r["accuracy"],
+                "val_accuracy": r["val_accuracy"],
+                "train_seconds": round(r["train_seconds"], 1),
+                "predict_seconds": round(r["predict_seconds"], 1),
+                "chosen": r["chosen"],
+            }
+            for n, r in results.items()
+        },
     }
     emit_json(result, args.json_out)
 

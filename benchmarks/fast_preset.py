@@ -18,7 +18,8 @@ import time
 from pathlib import Path
 
 from _emit import emit_json
-from deepautodnn.system import machine_info
+
+from deepautodnn.utils.runtime import machine_info
 
 
 def one_seed(seed: int, run_dir: str, preset: str, fp32: bool) -> dict:
@@ -59,9 +60,22 @@ def main() -> None:
         return
     per_seed = []
     for seed in args.seeds:
-        proc = subprocess.run([sys.executable, __file__, "--one-seed", str(seed), "--runs", args.runs,
-                               "--preset", args.preset, *(["--fp32"] if args.fp32 else [])],
-                              capture_output=True, text=True, check=True)
+        proc = subprocess.run(
+            [
+                sys.executable,
+                __file__,
+                "--one-seed",
+                str(seed),
+                "--runs",
+                args.runs,
+                "--preset",
+                args.preset,
+                *(["--fp32"] if args.fp32 else []),
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         per_seed.append(json.loads(proc.stdout.strip().splitlines()[-1]))
         print(json.dumps(per_seed[-1]), file=sys.stderr, flush=True)
     accs = [r["test_accuracy"] for r in per_seed]

@@ -79,12 +79,64 @@ SETS: tuple[str, ...] = (
 )
 
 WORDS: tuple[str, ...] = (
-    "the", "quick", "brown", "fox", "jumps", "over", "lazy", "dog", "hello", "world",
-    "image", "model", "apple", "river", "house", "green", "paper", "table", "light", "water",
-    "music", "garden", "window", "summer", "winter", "coffee", "bridge", "planet", "number", "signal",
-    "yellow", "orange", "simple", "friday", "market", "letter", "office", "travel", "pencil", "rocket",
-    "cloud", "stone", "forest", "ocean", "mirror", "silver", "engine", "dinner", "yes", "stop",
-    "SALE", "OPEN", "EXIT", "Total", "Notes", "Hello!", "42", "2024",
+    "the",
+    "quick",
+    "brown",
+    "fox",
+    "jumps",
+    "over",
+    "lazy",
+    "dog",
+    "hello",
+    "world",
+    "image",
+    "model",
+    "apple",
+    "river",
+    "house",
+    "green",
+    "paper",
+    "table",
+    "light",
+    "water",
+    "music",
+    "garden",
+    "window",
+    "summer",
+    "winter",
+    "coffee",
+    "bridge",
+    "planet",
+    "number",
+    "signal",
+    "yellow",
+    "orange",
+    "simple",
+    "friday",
+    "market",
+    "letter",
+    "office",
+    "travel",
+    "pencil",
+    "rocket",
+    "cloud",
+    "stone",
+    "forest",
+    "ocean",
+    "mirror",
+    "silver",
+    "engine",
+    "dinner",
+    "yes",
+    "stop",
+    "SALE",
+    "OPEN",
+    "EXIT",
+    "Total",
+    "Notes",
+    "Hello!",
+    "42",
+    "2024",
 )
 
 # skimage.data attributes that are not image loaders
@@ -92,6 +144,7 @@ _SKIMAGE_NOT_LOADERS = {"data_dir", "download_all", "file_hash", "lbp_frontal_fa
 
 
 # ------------------------------------------------------------------ helpers
+
 
 def _png(img: Image.Image | np.ndarray, level: int = 1) -> bytes:
     """PNG bytes of an image (fast compression: the benchmark decodes, size doesn't matter)."""
@@ -129,8 +182,9 @@ def _font(size: int):
                     font = ImageFont.truetype(path, size)
                     break
             else:
-                raise RuntimeError("no scalable font: needs Pillow >= 10.1 with FreeType, "
-                                   "or fonts-dejavu-core installed")
+                raise RuntimeError(
+                    "no scalable font: needs Pillow >= 10.1 with FreeType, or fonts-dejavu-core installed"
+                )
         _FONT_CACHE[size] = font
     return _FONT_CACHE[size]
 
@@ -168,6 +222,7 @@ def _canvas_size(rng: np.random.Generator, lo: int = 64, hi: int = 256) -> tuple
 
 # ------------------------------------------------------------------ noise
 
+
 def _noise(n: int, seed: int, name: str, side: int, colour: bool, gaussian: bool) -> list[bytes]:
     rng = _rng(seed, name)
     shape = (side, side, 3) if colour else (side, side)
@@ -183,6 +238,7 @@ def _noise(n: int, seed: int, name: str, side: int, colour: bool, gaussian: bool
 
 
 # ------------------------------------------------------------------ sklearn digits
+
 
 def _sklearn_digits(n: int, seed: int) -> list[bytes]:
     from sklearn.datasets import load_digits
@@ -200,6 +256,7 @@ def _sklearn_digits(n: int, seed: int) -> list[bytes]:
 
 
 # ------------------------------------------------------------------ typeset glyphs and words
+
 
 def _glyph_image(rng: np.random.Generator, text: str) -> Image.Image:
     """One string (a glyph) at a random size, position, weight, slight rotation and colours."""
@@ -231,8 +288,11 @@ def _word_image(rng: np.random.Generator) -> Image.Image:
     if paper:  # off-white, slightly warm or cool; ink near black or blue
         base = int(rng.integers(225, 256))
         bg = tuple(int(np.clip(base + d, 0, 255)) for d in rng.integers(-12, 6, 3))
-        ink = ((int(rng.integers(0, 50)),) * 3 if rng.random() < 0.75
-               else (int(rng.integers(0, 40)), int(rng.integers(20, 60)), int(rng.integers(90, 170))))
+        ink = (
+            (int(rng.integers(0, 50)),) * 3
+            if rng.random() < 0.75
+            else (int(rng.integers(0, 40)), int(rng.integers(20, 60)), int(rng.integers(90, 170)))
+        )
     else:
         bg, ink = _dark(rng, rng.random() < 0.5), _light(rng, True)
     single = rng.random() < 0.45
@@ -254,8 +314,10 @@ def _word_image(rng: np.random.Generator) -> Image.Image:
         ImageDraw.Draw(img).text((int(x), int(y)), text, font=font, fill=ink)
         return img
     n_lines = int(rng.integers(2, 4))
-    lines = [" ".join(str(WORDS[int(k)]) for k in rng.integers(len(WORDS), size=int(rng.integers(1, 4))))
-             for _ in range(n_lines)]
+    lines = [
+        " ".join(str(WORDS[int(k)]) for k in rng.integers(len(WORDS), size=int(rng.integers(1, 4))))
+        for _ in range(n_lines)
+    ]
     size = int(rng.integers(12, 30))
     font = _font(size)
     probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
@@ -282,6 +344,7 @@ def _words(n: int, seed: int) -> list[bytes]:
 
 
 # ------------------------------------------------------------------ shapes
+
 
 def _star(cx: float, cy: float, r: float, points: int, inner: float, phase: float) -> list[tuple]:
     pts = []
@@ -321,8 +384,13 @@ def _shape_image(rng: np.random.Generator) -> Image.Image:
             if rng.random() < 0.5:  # rotated ellipse as a polygon
                 a = rng.uniform(0, math.pi)
                 ts = np.linspace(0, 2 * math.pi, 64, endpoint=False)
-                pts = [(cx + r * math.cos(t) * math.cos(a) - ry * math.sin(t) * math.sin(a),
-                        cy + r * math.cos(t) * math.sin(a) + ry * math.sin(t) * math.cos(a)) for t in ts]
+                pts = [
+                    (
+                        cx + r * math.cos(t) * math.cos(a) - ry * math.sin(t) * math.sin(a),
+                        cy + r * math.cos(t) * math.sin(a) + ry * math.sin(t) * math.cos(a),
+                    )
+                    for t in ts
+                ]
                 draw.polygon(pts, fill=fill, outline=outline, width=width)
             else:
                 draw.ellipse(box, fill=fill, outline=outline, width=width)
@@ -331,20 +399,25 @@ def _shape_image(rng: np.random.Generator) -> Image.Image:
             draw.rectangle([cx - rw, cy - rh, cx + rw, cy + rh], fill=fill, outline=outline, width=width)
         elif kind == "triangle":
             if rng.random() < 0.5:
-                draw.regular_polygon((cx, cy, r), 3, rotation=float(rng.uniform(0, 360)),
-                                     fill=fill, outline=outline, width=width)
+                draw.regular_polygon(
+                    (cx, cy, r), 3, rotation=float(rng.uniform(0, 360)), fill=fill, outline=outline, width=width
+                )
             else:
-                pts = [(cx + r * math.cos(a), cy + r * math.sin(a))
-                       for a in np.sort(rng.uniform(0, 2 * math.pi, 3))]
+                pts = [(cx + r * math.cos(a), cy + r * math.sin(a)) for a in np.sort(rng.uniform(0, 2 * math.pi, 3))]
                 draw.polygon(pts, fill=fill, outline=outline, width=width)
         elif kind == "star":
             pts = _star(cx, cy, r, int(rng.integers(5, 9)), rng.uniform(0.35, 0.55), rng.uniform(0, math.pi))
             draw.polygon(pts, fill=fill, outline=outline, width=width)
         else:  # polygon: regular 5-8 sides, or an irregular convex-ish one
             if rng.random() < 0.5:
-                draw.regular_polygon((cx, cy, r), int(rng.integers(5, 9)),
-                                     rotation=float(rng.uniform(0, 360)),
-                                     fill=fill, outline=outline, width=width)
+                draw.regular_polygon(
+                    (cx, cy, r),
+                    int(rng.integers(5, 9)),
+                    rotation=float(rng.uniform(0, 360)),
+                    fill=fill,
+                    outline=outline,
+                    width=width,
+                )
             else:
                 k = int(rng.integers(4, 8))
                 angles = np.sort(rng.uniform(0, 2 * math.pi, k))
@@ -360,6 +433,7 @@ def _shapes(n: int, seed: int) -> list[bytes]:
 
 
 # ------------------------------------------------------------------ flat colours and gradients
+
 
 def _flat_or_gradient(rng: np.random.Generator) -> np.ndarray:
     w, h = _canvas_size(rng, 28, 256)
@@ -397,6 +471,7 @@ def _flats(n: int, seed: int) -> list[bytes]:
 
 # ------------------------------------------------------------------ scikit-image samples
 
+
 def _to_uint8(arr: np.ndarray) -> np.ndarray:
     """Any sample array -> uint8 (H, W), (H, W, 3) or (H, W, 4)."""
     arr = np.asarray(arr)
@@ -433,11 +508,13 @@ def skimage_samples(seed: int = 0) -> list[tuple[str, np.ndarray]]:
     fetchers = getattr(data, "_fetchers", None)
     fetcher = getattr(fetchers, "_image_fetcher", None) if fetchers is not None else None
     if fetcher is not None:
+
         def offline_fetch(fname, *args, **kwargs):
             path = os.path.join(str(fetcher.abspath), fname)
             if os.path.exists(path):
                 return path
             raise OSError(f"{fname} is not cached and downloads are off")
+
         fetcher.fetch = offline_fetch  # instance attribute shadows the method
     samples = []
     try:
@@ -514,15 +591,16 @@ def foreign_sets(n: int = 300, seed: int = 0) -> dict[str, list[bytes]]:
 
 # ------------------------------------------------------------------ contact sheet
 
+
 def contact_sheet(sets: dict[str, list[bytes]], per_set: int = 8, thumb: int = 96) -> Image.Image:
     """A sheet: one row per set, `per_set` thumbnails spread over the set, each with the 28x28
     model input the package's preprocessing makes of it (shown 2x) underneath, when importable."""
     try:
-        from deepautodnn.preprocess import load_image
+        from deepautodnn.data.preprocess import load_image
     except Exception as err:  # the sheet works without the package
         import sys
-        print(f"contact sheet without model inputs: cannot import deepautodnn.preprocess ({err})",
-              file=sys.stderr)
+
+        print(f"contact sheet without model inputs: cannot import deepautodnn.preprocess ({err})", file=sys.stderr)
         load_image = None
     label_w, pad, small = 230, 6, 56
     cell_h = thumb + (small + 4 if load_image else 0)

@@ -31,18 +31,27 @@ def main() -> int:
     args = parser.parse_args()
     results, start = [], time.perf_counter()
     for target in args.targets:
-        done = subprocess.run([sys.executable, "-W", "ignore", str(WORKER), target, str(args.cases),
-                               "--seed", str(args.seed)], capture_output=True, text=True)
+        done = subprocess.run(
+            [sys.executable, "-W", "ignore", str(WORKER), target, str(args.cases), "--seed", str(args.seed)],
+            capture_output=True,
+            text=True,
+        )
         if done.returncode != 0:
             print(done.stderr[-5000:], file=sys.stderr)
             results.append({"target": target, "failed": True})
             break
         results.append(json.loads(done.stdout.strip().splitlines()[-1]))
         print(f"{target}: {results[-1]['cases']} cases, {results[-1]['outcomes']}", file=sys.stderr)
-    emit_json({"command": " ".join(["python", *sys.argv]), "targets": results,
-               "total_cases": sum(r.get("cases", 0) for r in results),
-               "all_passed": not any(r.get("failed") for r in results),
-               "seconds": round(time.perf_counter() - start, 1)}, args.out)
+    emit_json(
+        {
+            "command": " ".join(["python", *sys.argv]),
+            "targets": results,
+            "total_cases": sum(r.get("cases", 0) for r in results),
+            "all_passed": not any(r.get("failed") for r in results),
+            "seconds": round(time.perf_counter() - start, 1),
+        },
+        args.out,
+    )
     return 0 if all(not r.get("failed") for r in results) else 1
 
 

@@ -13,9 +13,9 @@ import sys
 import torch
 
 from deepautodnn import load_fashion_mnist, load_model
-from deepautodnn.checkpoint import load_config
-from deepautodnn.system import machine_info
-from deepautodnn.timing import inference_timing
+from deepautodnn.inference.timing import inference_timing
+from deepautodnn.models.serialization import load_config
+from deepautodnn.utils.runtime import machine_info
 
 
 def main() -> None:

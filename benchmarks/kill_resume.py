@@ -26,8 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "helpers"
 
 from interrupt import Interruption, interrupt  # noqa: E402
 
-from deepautodnn.checkpoint import sha256_hex  # noqa: E402
-from deepautodnn.system import machine_info  # noqa: E402
+from deepautodnn.utils.files import sha256_hex  # noqa: E402
+from deepautodnn.utils.runtime import machine_info  # noqa: E402
 
 
 def save_seconds(preset: str, repeats: int = 3) -> dict:
@@ -35,22 +35,26 @@ def save_seconds(preset: str, repeats: int = 3) -> dict:
     import torch
 
     from deepautodnn.config import get_preset
-    from deepautodnn.models import DeepAutoDNN
-    from deepautodnn.training_state import Checkpointer, optimizer_tensors
+    from deepautodnn.models.hybrid import DeepAutoDNN
+    from deepautodnn.training.state import Checkpointer, optimizer_tensors
 
     model = DeepAutoDNN(get_preset(preset).model)
     optimizer = torch.optim.Adam(model.parameters())
     model(torch.rand(2, 1, 28, 28)).sum().backward()
     optimizer.step()
     opt_tensors, groups = optimizer_tensors(optimizer)
-    tensors = {**{f"model.{k}": v for k, v in model.state_dict().items()},
-               **{f"best.{k}": v for k, v in model.state_dict().items()}, **opt_tensors}
+    tensors = {
+        **{f"model.{k}": v for k, v in model.state_dict().items()},
+        **{f"best.{k}": v for k, v in model.state_dict().items()},
+        **opt_tensors,
+    }
     times = []
     with tempfile.TemporaryDirectory() as tmp:
         for epoch in range(1, repeats + 1):
             start = time.perf_counter()
-            Checkpointer(tmp).save(stage="finetune", epoch=epoch, batch=0, tensors=tensors,
-                                   meta={"optimizer_groups": groups})
+            Checkpointer(tmp).save(
+                stage="finetune", epoch=epoch, batch=0, tensors=tensors, meta={"optimizer_groups": groups}
+            )
             times.append(time.perf_counter() - start)
         size = sum(p.stat().st_size for p in Path(tmp).glob(f"state-*-e{repeats:05d}-*"))
     return {"preset": preset, "bytes": size, "seconds_median": round(sorted(times)[len(times) // 2], 3)}
@@ -67,12 +71,27 @@ def main() -> None:
     args = parser.parse_args()
     rng = random.Random(args.seed)
     data = ["--data-dir", args.data_dir] if args.data_dir else []
-    train = ["train", "--preset", "fast", "--ae-epochs", "2", "--dnn-epochs", "2", "--finetune-epochs",
-             str(args.finetune_epochs), "--train-limit", str(args.train_limit), "--deterministic", "--quiet", *data]
+    train = [
+        "train",
+        "--preset",
+        "fast",
+        "--ae-epochs",
+        "2",
+        "--dnn-epochs",
+        "2",
+        "--finetune-epochs",
+        str(args.finetune_epochs),
+        "--train-limit",
+        str(args.train_limit),
+        "--deterministic",
+        "--quiet",
+        *data,
+    ]
     work = Path(tempfile.mkdtemp(prefix="kill-resume-"))
     start = time.perf_counter()
-    straight = subprocess.run([sys.executable, "-m", "deepautodnn", *train, "--out", str(work / "straight")],
-                              capture_output=True, text=True)
+    straight = subprocess.run(
+        [sys.executable, "-m", "deepautodnn", *train, "--out", str(work / "straight")], capture_output=True, text=True
+    )
     straight_seconds = time.perf_counter() - start
     if straight.returncode != 0:
         sys.exit(straight.stderr[-3000:])
@@ -90,25 +109,29 @@ def main() -> None:
         print(f"{i + 1}: {how}, exit {record['exit_code']}, newest checkpoint {record.get('newest')}", file=sys.stderr)
         if record["ended_before_signal"]:
             break  # the run finished first: no more to interrupt
-    final = subprocess.run([sys.executable, "-m", "deepautodnn", "train", "--resume", str(run), *data],
-                           capture_output=True, text=True)
+    final = subprocess.run(
+        [sys.executable, "-m", "deepautodnn", "train", "--resume", str(run), *data], capture_output=True, text=True
+    )
     sha = lambda p: sha256_hex(p.read_bytes()) if p.exists() else None  # noqa: E731
     straight_sha, resumed_sha = sha(work / "straight" / "model.safetensors"), sha(run / "model.safetensors")
-    emit_json({
-        "benchmark": "kill_resume",
-        "command": "python " + " ".join(sys.argv),
-        "interruptions": len(records),
-        "survived": sum(1 for r in records if r.get("loads") and not r["ended_before_signal"]),
-        "by_kind": {k: sum(1 for r in records if r["how"] == k) for k in sorted({r["how"] for r in records})},
-        "final_exit_code": final.returncode,
-        "weights_identical_to_uninterrupted": straight_sha is not None and straight_sha == resumed_sha,
-        "sha256_uninterrupted": straight_sha,
-        "sha256_resumed": resumed_sha,
-        "uninterrupted_seconds": round(straight_seconds, 1),
-        "records": records,
-        "state_save": [save_seconds("paper"), save_seconds("fast")],
-        "machine": machine_info(),
-    }, args.out)
+    emit_json(
+        {
+            "benchmark": "kill_resume",
+            "command": "python " + " ".join(sys.argv),
+            "interruptions": len(records),
+            "survived": sum(1 for r in records if r.get("loads") and not r["ended_before_signal"]),
+            "by_kind": {k: sum(1 for r in records if r["how"] == k) for k in sorted({r["how"] for r in records})},
+            "final_exit_code": final.returncode,
+            "weights_identical_to_uninterrupted": straight_sha is not None and straight_sha == resumed_sha,
+            "sha256_uninterrupted": straight_sha,
+            "sha256_resumed": resumed_sha,
+            "uninterrupted_seconds": round(straight_seconds, 1),
+            "records": records,
+            "state_save": [save_seconds("paper"), save_seconds("fast")],
+            "machine": machine_info(),
+        },
+        args.out,
+    )
 
 
 if __name__ == "__main__":

@@ -19,18 +19,17 @@ import sys
 import time
 
 import numpy as np
-
 from _emit import emit_json
 from foreign_images import foreign_sets
 from photo_variants import render_variants
 
 from deepautodnn import load_fashion_mnist
-from deepautodnn.checkpoint import load_config
-from deepautodnn.inference import make_backend, run_batched
-from deepautodnn.ood_report import ood_markdown, separation
-from deepautodnn.preprocess import ImageError, load_preprocessed
-from deepautodnn.system import machine_info
-from deepautodnn.unknown import UnknownDetector, evidence_of_arrays
+from deepautodnn.data.preprocess import ImageError, load_preprocessed
+from deepautodnn.experiments.ood_report import ood_markdown, separation
+from deepautodnn.inference.backends import make_backend, run_batched
+from deepautodnn.inference.ood import UnknownDetector, evidence_of_arrays
+from deepautodnn.models.serialization import load_config
+from deepautodnn.utils.runtime import machine_info
 
 
 def read_photos(photos: list[bytes], size: int) -> tuple[np.ndarray, list[dict], int]:
@@ -58,7 +57,7 @@ def score_set(detector, backend, images, evidence):
 def predict_path_ms(model_dir: str, backend_name: str, photos: list[bytes], repeats: int = 1) -> float:
     """Median milliseconds per image of the whole path, one image at a time: decode, preprocess,
     the backend, unknown detection."""
-    from deepautodnn.predict import run_with_detection
+    from deepautodnn.inference.predict import run_with_detection
 
     backend = make_backend(model_dir, backend_name)
     detector = UnknownDetector.load(model_dir)
@@ -92,18 +91,27 @@ def main() -> None:
     size = load_config(args.model_dir).model.image_size
     images, labels = load_fashion_mnist("test")
     calibrated_for, cal = detector.calibration_for(backend.name)
-    result = {"benchmark": "ood", "command": "python " + " ".join(sys.argv), "model_dir": args.model_dir,
-              "backend": backend.name, "calibrated_for": calibrated_for, "seed": args.seed,
-              "false_alarm_rate": detector.false_alarm_rate, "fused_signals": list(detector.fused_signals),
-              "threshold": cal.threshold, "in_distribution": {}, "foreign": {}}
+    result = {
+        "benchmark": "ood",
+        "command": "python " + " ".join(sys.argv),
+        "model_dir": args.model_dir,
+        "backend": backend.name,
+        "calibrated_for": calibrated_for,
+        "seed": args.seed,
+        "false_alarm_rate": detector.false_alarm_rate,
+        "fused_signals": list(detector.fused_signals),
+        "threshold": cal.threshold,
+        "in_distribution": {},
+        "foreign": {},
+    }
 
     def alone_flags(signals) -> dict:
         return {k: float((v > cal.alone[k]).mean()) for k, v in signals.items()}
 
     start = time.perf_counter()
-    test_x, test_y = images[:args.n], labels[:args.n]
+    test_x, test_y = images[: args.n], labels[: args.n]
     in_sets = {"test_arrays": (test_x, evidence_of_arrays(test_x), test_y, 0)}
-    variant_x, variant_y = images[:args.n_variant], labels[:args.n_variant]
+    variant_x, variant_y = images[: args.n_variant], labels[: args.n_variant]
     for name, photos in render_variants(variant_x, seed=args.seed).items():
         x, ev, failed = read_photos(photos, size)
         in_sets[name] = (x, ev, variant_y, failed)
@@ -112,10 +120,18 @@ def main() -> None:
         out, signals, fused, _ = score_set(detector, backend, x, ev)
         id_scores[name] = (signals, fused)
         result["in_distribution"][name] = {
-            "n": len(x), "unreadable": failed, "accuracy": float((out.proba.argmax(1) == y).mean()),
-            "flagged_unknown": float((fused > cal.threshold).mean()), "flagged_alone": alone_flags(signals)}
-        print(name, {k: v for k, v in result["in_distribution"][name].items() if k != "flagged_alone"},
-              file=sys.stderr, flush=True)
+            "n": len(x),
+            "unreadable": failed,
+            "accuracy": float((out.proba.argmax(1) == y).mean()),
+            "flagged_unknown": float((fused > cal.threshold).mean()),
+            "flagged_alone": alone_flags(signals),
+        }
+        print(
+            name,
+            {k: v for k, v in result["in_distribution"][name].items() if k != "flagged_alone"},
+            file=sys.stderr,
+            flush=True,
+        )
 
     ref_signals, ref_fused = id_scores["test_arrays"]
     all_signals = {k: np.concatenate([s[k] for s, _ in id_scores.values()]) for k in ref_signals}
@@ -123,18 +139,29 @@ def main() -> None:
     for name, photos in foreign_sets(args.n_foreign, seed=args.seed).items():
         x, ev, failed = read_photos(photos, size)
         _, signals, fused, _ = score_set(detector, backend, x, ev)
-        detectors = {"fused": {"detected": float((fused > cal.threshold).mean()), **separation(ref_fused, fused),
-                               "auroc_vs_all_in_distribution": separation(all_fused, fused)["auroc"]}}
+        detectors = {
+            "fused": {
+                "detected": float((fused > cal.threshold).mean()),
+                **separation(ref_fused, fused),
+                "auroc_vs_all_in_distribution": separation(all_fused, fused)["auroc"],
+            }
+        }
         for k, v in signals.items():
-            detectors[k] = {"detected": float((v > cal.alone[k]).mean()), **separation(ref_signals[k], v),
-                            "auroc_vs_all_in_distribution": separation(all_signals[k], v)["auroc"]}
+            detectors[k] = {
+                "detected": float((v > cal.alone[k]).mean()),
+                **separation(ref_signals[k], v),
+                "auroc_vs_all_in_distribution": separation(all_signals[k], v)["auroc"],
+            }
         result["foreign"][name] = {"n": len(x), "unreadable": failed, "detectors": detectors}
         print(name, detectors["fused"], file=sys.stderr, flush=True)
     result["seconds"] = time.perf_counter() - start
 
-    jpegs = render_variants(images[:args.n_timing], names=["plain_product_shot"], seed=args.seed)["plain_product_shot"]
-    result["predict_ms_per_image"] = {"backend": backend.name, "photos": f"plain_product_shot JPEG, {len(jpegs)} images",
-                                      "median_ms": predict_path_ms(args.model_dir, backend.name, jpegs)}
+    jpegs = render_variants(images[: args.n_timing], names=["plain_product_shot"], seed=args.seed)["plain_product_shot"]
+    result["predict_ms_per_image"] = {
+        "backend": backend.name,
+        "photos": f"plain_product_shot JPEG, {len(jpegs)} images",
+        "median_ms": predict_path_ms(args.model_dir, backend.name, jpegs),
+    }
     result["machine"] = machine_info()
     emit_json(result, args.out)
     if args.markdown:

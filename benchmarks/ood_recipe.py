@@ -19,29 +19,56 @@ import time
 from pathlib import Path
 
 import numpy as np
-
 from foreign_images import foreign_sets
 from ood import read_photos
 from photo_variants import render_variants
 
-from deepautodnn.checkpoint import load_config
-from deepautodnn.inference import make_backend, run_batched
-from deepautodnn.runner import load_model_run_data
-from deepautodnn.system import machine_info
-from deepautodnn.unknown import (
-    MODEL_SIGNALS, SIGNALS, BackendCalibration, UnknownDetector, evidence_of_arrays, input_signals, model_signals,
+from deepautodnn.inference.backends import make_backend, run_batched
+from deepautodnn.inference.ood import (
+    MODEL_SIGNALS,
+    SIGNALS,
+    BackendCalibration,
+    UnknownDetector,
+    evidence_of_arrays,
+    input_signals,
+    model_signals,
 )
-from deepautodnn.unknown_fit import CALIBRATION_PHOTOS, photo_inputs
+from deepautodnn.models.serialization import load_config
+from deepautodnn.training.calibrate import CALIBRATION_PHOTOS, photo_inputs
+from deepautodnn.training.run import load_model_run_data
+from deepautodnn.utils.runtime import machine_info
 
 RECIPES = {
     "all signals": SIGNALS,
     "model signals only": MODEL_SIGNALS,
-    "features + input evidence": ("mahalanobis", "knn", "foreground_low", "foreground_high", "background_residual",
-                                  "object_count", "high_frequency", "object_touches_border"),
-    "knn + msp + input evidence": ("msp", "knn", "foreground_low", "foreground_high", "background_residual",
-                                   "object_count", "high_frequency", "object_touches_border"),
-    "knn + mahalanobis + msp + clean/empty/count": ("msp", "mahalanobis", "knn", "foreground_low",
-                                                    "background_residual", "object_count"),
+    "features + input evidence": (
+        "mahalanobis",
+        "knn",
+        "foreground_low",
+        "foreground_high",
+        "background_residual",
+        "object_count",
+        "high_frequency",
+        "object_touches_border",
+    ),
+    "knn + msp + input evidence": (
+        "msp",
+        "knn",
+        "foreground_low",
+        "foreground_high",
+        "background_residual",
+        "object_count",
+        "high_frequency",
+        "object_touches_border",
+    ),
+    "knn + mahalanobis + msp + clean/empty/count": (
+        "msp",
+        "mahalanobis",
+        "knn",
+        "foreground_low",
+        "background_residual",
+        "object_count",
+    ),
     "knn + empty + residual + count": ("knn", "foreground_low", "background_residual", "object_count"),
 }
 
@@ -70,11 +97,15 @@ def main() -> None:
     cal_x = np.concatenate([val, photo_x])
     cal = signals(cal_x, evidence_of_arrays(val) + photo_ev)
     subsets = {"arrays": np.arange(len(cal_x)) < len(val), "photos": np.arange(len(cal_x)) >= len(val)}
-    dev_pick = np.random.default_rng(args.seed).permutation(len(val))[:args.n_variant]
-    dev_in = {name: signals(*read_photos(photos, size)[:2])
-              for name, photos in render_variants(val[dev_pick], seed=args.seed).items()}
-    dev_out = {name: signals(*read_photos(photos, size)[:2])
-               for name, photos in foreign_sets(args.n_foreign, seed=args.seed).items()}
+    dev_pick = np.random.default_rng(args.seed).permutation(len(val))[: args.n_variant]
+    dev_in = {
+        name: signals(*read_photos(photos, size)[:2])
+        for name, photos in render_variants(val[dev_pick], seed=args.seed).items()
+    }
+    dev_out = {
+        name: signals(*read_photos(photos, size)[:2])
+        for name, photos in foreign_sets(args.n_foreign, seed=args.seed).items()
+    }
     print(f"signals computed in {time.perf_counter() - start:.0f} s", file=sys.stderr)
 
     import subprocess
@@ -87,20 +118,31 @@ def main() -> None:
         c = BackendCalibration.fit(cal, subsets, recipe, args.false_alarm_rate)
         false_alarms = {k: float((c.fuse(v, recipe) > c.threshold).mean()) for k, v in dev_in.items()}
         detected = {k: float((c.fuse(v, recipe) > c.threshold).mean()) for k, v in dev_out.items()}
-        trial = {"study": "unknown-detector fusion (issue 13)", "recipe": name, "signals": list(recipe),
-                 "fusion": "max of (s - median) / (q99 - median) over the signals",
-                 "data": f"validation images x photo variants (seed {args.seed}, {args.n_variant} each); "
-                         f"foreign sets seed {args.seed}, {args.n_foreign} each",
-                 "false_alarm_rate": args.false_alarm_rate, "model_dir": args.model_dir,
-                 "validation_false_alarms_max": max(false_alarms.values()),
-                 "validation_detection_mean": float(np.mean(list(detected.values()))),
-                 "validation_detection_min": min(detected.values()),
-                 "false_alarms": false_alarms, "detected": detected,
-                 "seconds": time.perf_counter() - t0, "command": "python " + " ".join(sys.argv),
-                 "commit": commit, "machine": machine_info()}
+        trial = {
+            "study": "unknown-detector fusion (issue 13)",
+            "recipe": name,
+            "signals": list(recipe),
+            "fusion": "max of (s - median) / (q99 - median) over the signals",
+            "data": f"validation images x photo variants (seed {args.seed}, {args.n_variant} each); "
+            f"foreign sets seed {args.seed}, {args.n_foreign} each",
+            "false_alarm_rate": args.false_alarm_rate,
+            "model_dir": args.model_dir,
+            "validation_false_alarms_max": max(false_alarms.values()),
+            "validation_detection_mean": float(np.mean(list(detected.values()))),
+            "validation_detection_min": min(detected.values()),
+            "false_alarms": false_alarms,
+            "detected": detected,
+            "seconds": time.perf_counter() - t0,
+            "command": "python " + " ".join(sys.argv),
+            "commit": commit,
+            "machine": machine_info(),
+        }
         trials.append(trial)
-        print(f"{name:48} false alarms max {trial['validation_false_alarms_max']:.3f}  detection mean "
-              f"{trial['validation_detection_mean']:.3f} min {trial['validation_detection_min']:.3f}", file=sys.stderr)
+        print(
+            f"{name:48} false alarms max {trial['validation_false_alarms_max']:.3f}  detection mean "
+            f"{trial['validation_detection_mean']:.3f} min {trial['validation_detection_min']:.3f}",
+            file=sys.stderr,
+        )
     trials_path.write_text(json.dumps(trials, indent=2) + "\n")
 
 

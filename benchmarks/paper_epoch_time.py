@@ -14,10 +14,11 @@ import time
 import torch
 
 from deepautodnn import get_preset
-from deepautodnn.models import DeepAutoDNN
-from deepautodnn.runner import load_training_split
-from deepautodnn.system import machine_info
-from deepautodnn.train import select_device, to_device_data, train_autoencoder, train_classifier
+from deepautodnn.data.transforms import to_device_data
+from deepautodnn.models.hybrid import DeepAutoDNN
+from deepautodnn.training.run import load_training_split
+from deepautodnn.training.stages import train_autoencoder, train_classifier
+from deepautodnn.utils.runtime import machine_info, select_device
 
 
 def main() -> None:
@@ -62,17 +63,22 @@ def main() -> None:
     paper = get_preset("paper").train  # the real epoch counts, not the 1-epoch timing config
     epochs = {"ae": paper.ae_epochs, "dnn": paper.dnn_epochs}
     full = sum(results[s]["seconds_per_full_epoch"] * epochs[s] + results[s]["one_off_seconds"] for s in results)
-    print(json.dumps({
-        "benchmark": "paper_epoch_time",
-        "command": "python " + " ".join(sys.argv),
-        "precision": "bf16+channels_last" if args.bf16 else "fp32",
-        "device": str(device),
-        "machine": machine_info(),
-        "train_images": full_train,
-        "stages": results,
-        "epochs": epochs,
-        "extrapolated_full_run_hours": round(full / 3600, 2),
-    }, indent=2))
+    print(
+        json.dumps(
+            {
+                "benchmark": "paper_epoch_time",
+                "command": "python " + " ".join(sys.argv),
+                "precision": "bf16+channels_last" if args.bf16 else "fp32",
+                "device": str(device),
+                "machine": machine_info(),
+                "train_images": full_train,
+                "stages": results,
+                "epochs": epochs,
+                "extrapolated_full_run_hours": round(full / 3600, 2),
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -26,18 +26,18 @@ import io
 import sys
 import time
 import zlib
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
+from _emit import emit_json
 from PIL import Image
 from scipy import ndimage
-
-from _emit import emit_json
 
 JPEG_QUALITY = 92  # a camera's or a shop's usual saving quality, unless the variant says otherwise
 
 
 # ---- pieces of a photo ------------------------------------------------------------------------
+
 
 def garment_alpha(arr: np.ndarray, side: int) -> np.ndarray:
     """The garment's coverage t (side, side) in 0..1: the 28x28 intensities upscaled bicubically."""
@@ -51,14 +51,13 @@ def place(layer: np.ndarray, canvas_hw: tuple[int, int], top: int, left: int) ->
     h, w = layer.shape
     t0, l0 = max(top, 0), max(left, 0)
     t1, l1 = min(top + h, canvas_hw[0]), min(left + w, canvas_hw[1])
-    out[t0:t1, l0:l1] = layer[t0 - top:t1 - top, l0 - left:l1 - left]
+    out[t0:t1, l0:l1] = layer[t0 - top : t1 - top, l0 - left : l1 - left]
     return out
 
 
 def hsv_colour(rng, hue=(0.0, 1.0), sat=(0.0, 1.0), val=(0.0, 1.0)) -> np.ndarray:
     """An RGB colour (3,) in 0..255 drawn uniformly in the given HSV ranges."""
-    return np.array(colorsys.hsv_to_rgb(rng.uniform(*hue), rng.uniform(*sat), rng.uniform(*val)),
-                    np.float32) * 255.0
+    return np.array(colorsys.hsv_to_rgb(rng.uniform(*hue), rng.uniform(*sat), rng.uniform(*val)), np.float32) * 255.0
 
 
 def ramp(hw: tuple[int, int], rng, lo: float, hi: float) -> np.ndarray:
@@ -94,8 +93,14 @@ def soft_shadow(alpha: np.ndarray, rng, garment_side: int) -> np.ndarray:
     return ndimage.gaussian_filter(shifted, sigma=rng.uniform(0.03, 0.06) * garment_side)
 
 
-def compose(backdrop: np.ndarray, alpha: np.ndarray, colour: np.ndarray, shade: np.ndarray | float = 1.0,
-            noise: float = 0.0, rng=None) -> Image.Image:
+def compose(
+    backdrop: np.ndarray,
+    alpha: np.ndarray,
+    colour: np.ndarray,
+    shade: np.ndarray | float = 1.0,
+    noise: float = 0.0,
+    rng=None,
+) -> Image.Image:
     """backdrop (H, W, 3) * (1 - t) + colour * shade * t, plus sensor noise, as an 8-bit RGB image."""
     t = alpha[..., None]
     shade = np.asarray(shade, np.float32)
@@ -119,8 +124,9 @@ def canvas_size(rng, lo: int = 400, hi: int = 800) -> tuple[int, int]:
     return int(rng.integers(lo, hi + 1)), int(rng.integers(lo, hi + 1))
 
 
-def centred(arr: np.ndarray, rng, hw: tuple[int, int], fill: tuple[float, float] = (0.65, 0.85),
-            jitter: float = 0.05) -> tuple[np.ndarray, int]:
+def centred(
+    arr: np.ndarray, rng, hw: tuple[int, int], fill: tuple[float, float] = (0.65, 0.85), jitter: float = 0.05
+) -> tuple[np.ndarray, int]:
     """The garment's alpha on an (H, W) canvas, filling a share of the short side, near the centre."""
     h, w = hw
     side = int(min(h, w) * rng.uniform(*fill))
@@ -137,6 +143,7 @@ def rgb(level: np.ndarray | float, tint: np.ndarray | None = None) -> np.ndarray
 
 
 # ---- the variants -----------------------------------------------------------------------------
+
 
 def plain_product_shot(arr, rng) -> bytes:
     """The reference: dark garment on white, 420 px on a 600x500 canvas, JPEG 90 (as the product shot of the earlier real-images benchmark)."""
@@ -160,8 +167,11 @@ def textured_light_backdrop(arr, rng) -> bytes:
     """A garment on light cloth or paper: blotches and fine grain of a few grey levels."""
     hw = canvas_size(rng)
     alpha, side = centred(arr, rng, hw)
-    level = (rng.uniform(215, 240) + rng.uniform(4, 8) * smooth_noise(hw, rng, rng.uniform(20, 60))
-             + rng.uniform(2, 4) * smooth_noise(hw, rng, 2.0))
+    level = (
+        rng.uniform(215, 240)
+        + rng.uniform(4, 8) * smooth_noise(hw, rng, rng.uniform(20, 60))
+        + rng.uniform(2, 4) * smooth_noise(hw, rng, 2.0)
+    )
     backdrop = rgb(level, 1 + rng.uniform(-0.03, 0.03, 3).astype(np.float32))
     colour = hsv_colour(rng, sat=(0.0, 0.8), val=(0.15, 0.65))
     shade = ramp(hw, rng, rng.uniform(0.75, 0.9), 1.0)
@@ -203,11 +213,13 @@ def small_off_centre(arr, rng) -> bytes:
 
 def jpeg_plain(quality: int) -> Callable:
     """A coloured garment on a plain off-white backdrop, 600x500, saved at the given JPEG quality."""
+
     def make(arr, rng) -> bytes:
         alpha, _ = centred(arr, rng, (500, 600), fill=(0.75, 0.85))
         backdrop = np.full((500, 600, 3), rng.uniform(238, 252), np.float32)
         colour = hsv_colour(rng, sat=(0.0, 0.9), val=(0.15, 0.65))
         return encode(compose(backdrop, alpha, colour, noise=1.5, rng=rng), quality=quality)
+
     make.__doc__ = f"{jpeg_plain.__doc__.split(',')[0]}, JPEG quality {quality}."
     return make
 
@@ -232,8 +244,9 @@ def rotated_perspective(arr, rng) -> bytes:
     angle = np.deg2rad(rng.uniform(-8, 8))
     rot = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
     dst = (corners - side / 2) @ rot.T + rng.uniform(-0.04, 0.04, (4, 2)) * side + [w / 2, h / 2]
-    warped = garment.transform((w, h), Image.Transform.PERSPECTIVE, perspective_coefficients(dst, corners),
-                               Image.Resampling.BICUBIC)
+    warped = garment.transform(
+        (w, h), Image.Transform.PERSPECTIVE, perspective_coefficients(dst, corners), Image.Resampling.BICUBIC
+    )
     alpha = np.clip(np.asarray(warped, np.float32) / 255.0, 0, 1)
     level = ramp(hw, rng, rng.uniform(215, 235), rng.uniform(240, 252))
     colour = hsv_colour(rng, sat=(0.0, 0.9), val=(0.15, 0.65))
@@ -263,11 +276,11 @@ def variant_rng(seed: int, name: str, index: int) -> np.random.Generator:
 def render_variants(images: np.ndarray, names=None, seed: int = 0) -> dict[str, list[bytes]]:
     """Encoded photos {variant name: [one per image]} for uint8 images (N, 28, 28)."""
     names = list(VARIANTS) if names is None else list(names)
-    return {name: [VARIANTS[name](arr, variant_rng(seed, name, i)) for i, arr in enumerate(images)]
-            for name in names}
+    return {name: [VARIANTS[name](arr, variant_rng(seed, name, i)) for i, arr in enumerate(images)] for name in names}
 
 
 # ---- the measurement --------------------------------------------------------------------------
+
 
 def classify(model, images_u8: np.ndarray) -> np.ndarray:
     """Predicted class per uint8 image (N, 28, 28)."""
@@ -283,25 +296,29 @@ def main() -> None:
     parser.add_argument("--model-dir", default="runs/fast", help="trained model directory (default: runs/fast)")
     parser.add_argument("--n", type=int, default=1000, help="images per variant (default: 1000)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the photo generator (default: 0)")
-    parser.add_argument("--split", default="test", choices=["test", "val"],
-                        help="test images, or the model's validation images for tuning (default: test)")
+    parser.add_argument(
+        "--split",
+        default="test",
+        choices=["test", "val"],
+        help="test images, or the model's validation images for tuning (default: test)",
+    )
     parser.add_argument("--variants", help="comma-separated variant names (default: all)")
     parser.add_argument("--out", help="also write the JSON here")
     args = parser.parse_args()
 
     from deepautodnn import load_fashion_mnist, load_model
-    from deepautodnn.preprocess import load_image
-    from deepautodnn.system import machine_info
+    from deepautodnn.data.preprocess import load_image
+    from deepautodnn.utils.runtime import machine_info
 
     model = load_model(args.model_dir)
     if args.split == "test":
         images, labels = load_fashion_mnist("test")
     else:
-        from deepautodnn.runner import load_model_run_data
+        from deepautodnn.training.run import load_model_run_data
 
         data = load_model_run_data(args.model_dir)
         images, labels = data.images[data.val_idx], data.labels[data.val_idx]
-    images, labels = images[:args.n], np.asarray(labels[:args.n])
+    images, labels = images[: args.n], np.asarray(labels[: args.n])
     names = args.variants.split(",") if args.variants else list(VARIANTS)
     base_pred = classify(model, images)
     result = {
@@ -330,8 +347,12 @@ def main() -> None:
             "mean_photo_bytes": float(np.mean([len(p) for p in photos])),
             "load_image_ms_per_image": seconds / len(photos) * 1000,
         }
-        print(name, {k: round(v, 4) for k, v in result["variants"][name].items() if isinstance(v, float)},
-              file=sys.stderr, flush=True)
+        print(
+            name,
+            {k: round(v, 4) for k, v in result["variants"][name].items() if isinstance(v, float)},
+            file=sys.stderr,
+            flush=True,
+        )
     emit_json(result, args.out)
 
 

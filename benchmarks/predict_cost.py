@@ -17,14 +17,13 @@ import time
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
-
 from _emit import emit_json
+from PIL import Image
 
 import deepautodnn
 from deepautodnn import UnknownDetector, load_fashion_mnist, load_model, predict_files
-from deepautodnn.inference import make_backend
-from deepautodnn.system import machine_info
+from deepautodnn.inference.backends import make_backend
+from deepautodnn.utils.runtime import machine_info
 
 
 def product_photos(images: np.ndarray, folder: Path, seed: int) -> list[Path]:
@@ -54,7 +53,7 @@ def main() -> None:
     backend = make_backend(args.model_dir, args.backend)
     images, _ = load_fashion_mnist("test")
     with tempfile.TemporaryDirectory() as tmp:
-        paths = product_photos(images[:args.n], Path(tmp), args.seed)
+        paths = product_photos(images[: args.n], Path(tmp), args.seed)
         for path in paths[:10]:  # warm-up: allocator, oneDNN kernels, imports
             predict_files(model, [path], detector=detector, backend=backend)
         times = []
@@ -63,13 +62,24 @@ def main() -> None:
             report = predict_files(model, [path], detector=detector, backend=backend)
             times.append(time.perf_counter() - start)
             assert report.predictions and report.predictions[0]["unknown_score"] is not None
-    commit = subprocess.run(["git", "-C", str(Path(deepautodnn.__file__).parent), "rev-parse", "HEAD"],
-                            capture_output=True, text=True).stdout.strip()
-    emit_json({"benchmark": "predict_cost", "command": "python " + " ".join(sys.argv),
-               "deepautodnn_commit": commit, "deepautodnn_version": deepautodnn.__version__,
-               "backend": backend.name, "n": args.n, "photo": "600x500 JPEG, dark garment on white",
-               "median_ms": float(np.median(times) * 1000), "p90_ms": float(np.quantile(times, 0.9) * 1000),
-               "machine": machine_info()}, args.out)
+    commit = subprocess.run(
+        ["git", "-C", str(Path(deepautodnn.__file__).parent), "rev-parse", "HEAD"], capture_output=True, text=True
+    ).stdout.strip()
+    emit_json(
+        {
+            "benchmark": "predict_cost",
+            "command": "python " + " ".join(sys.argv),
+            "deepautodnn_commit": commit,
+            "deepautodnn_version": deepautodnn.__version__,
+            "backend": backend.name,
+            "n": args.n,
+            "photo": "600x500 JPEG, dark garment on white",
+            "median_ms": float(np.median(times) * 1000),
+            "p90_ms": float(np.quantile(times, 0.9) * 1000),
+            "machine": machine_info(),
+        },
+        args.out,
+    )
 
 
 if __name__ == "__main__":

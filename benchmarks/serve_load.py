@@ -22,18 +22,18 @@ import time
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
-
 from _emit import emit_json
+from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "helpers"))
 
 from server import http_request, multipart_body, read_response, running_server  # noqa: E402
 
 from deepautodnn import load_fashion_mnist  # noqa: E402
-from deepautodnn.inference import make_backend  # noqa: E402
-from deepautodnn.preprocess import load_image  # noqa: E402
-from deepautodnn.system import machine_info  # noqa: E402
+from deepautodnn.data.preprocess import load_image  # noqa: E402
+from deepautodnn.inference.backends import make_backend  # noqa: E402
+from deepautodnn.utils.runtime import machine_info  # noqa: E402
+
 
 async def client(port: int, requests: list[bytes], expected: list[int], counter: dict, results: list) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -71,7 +71,7 @@ def main() -> None:
     args = parser.parse_args()
 
     images, _ = load_fashion_mnist("test")
-    images = images[:args.images]
+    images = images[: args.images]
     pngs = []
     for arr in images:
         buf = io.BytesIO()
@@ -97,26 +97,32 @@ def main() -> None:
         rss = peak_rss_mib(server.pid)
     lat = sorted(r[0] * 1000 for r in results)
     pct = lambda q: lat[min(len(lat) - 1, int(q * len(lat)))]  # noqa: E731
-    emit_json({
-        "benchmark": "serve_load",
-        "command": "python " + " ".join(sys.argv),
-        "backend": args.backend,
-        "backend_used": reference.name,
-        "clients": args.clients,
-        "requests": len(results),
-        "warmup_requests": len(warmup),
-        "warmup_errors": sum(1 for r in warmup if r[1] != 200 or not r[2]),
-        "wall_seconds": round(wall, 2),
-        "requests_per_second": round(len(results) / wall, 1),
-        "latency_ms": {"p50": round(pct(0.50), 2), "p95": round(pct(0.95), 2), "p99": round(pct(0.99), 2),
-                       "mean": round(statistics.mean(lat), 2)},
-        "errors": sum(1 for r in results if r[1] != 200),
-        "wrong_answers": sum(1 for r in results if r[1] == 200 and not r[2]),
-        "server_peak_rss_mib": round(rss, 1),
-        "targets": {"requests_per_second": 500, "p99_ms": 150, "errors": 0},
-        "machine": machine_info(),
-        "client_and_server_share_the_cpu": os.cpu_count(),
-    })
+    emit_json(
+        {
+            "benchmark": "serve_load",
+            "command": "python " + " ".join(sys.argv),
+            "backend": args.backend,
+            "backend_used": reference.name,
+            "clients": args.clients,
+            "requests": len(results),
+            "warmup_requests": len(warmup),
+            "warmup_errors": sum(1 for r in warmup if r[1] != 200 or not r[2]),
+            "wall_seconds": round(wall, 2),
+            "requests_per_second": round(len(results) / wall, 1),
+            "latency_ms": {
+                "p50": round(pct(0.50), 2),
+                "p95": round(pct(0.95), 2),
+                "p99": round(pct(0.99), 2),
+                "mean": round(statistics.mean(lat), 2),
+            },
+            "errors": sum(1 for r in results if r[1] != 200),
+            "wrong_answers": sum(1 for r in results if r[1] == 200 and not r[2]),
+            "server_peak_rss_mib": round(rss, 1),
+            "targets": {"requests_per_second": 500, "p99_ms": 150, "errors": 0},
+            "machine": machine_info(),
+            "client_and_server_share_the_cpu": os.cpu_count(),
+        }
+    )
 
 
 if __name__ == "__main__":

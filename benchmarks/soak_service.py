@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "helpers"
 
 from soak import soak  # noqa: E402
 
-from deepautodnn.system import machine_info  # noqa: E402
+from deepautodnn.utils.runtime import machine_info  # noqa: E402
 
 
 def main() -> None:
@@ -34,10 +34,18 @@ def main() -> None:
     parser.add_argument("--client-timeout", type=float, default=5.0, help="the server's --client-timeout (default: 5)")
     parser.add_argument("--out", help="also write the JSON here")
     args = parser.parse_args()
-    result = soak(args.model_dir, requests=args.requests, clients=args.clients, slow_clients=args.slow_clients,
-                  warmup=args.warmup, client_timeout=args.client_timeout)
-    emit_json({"benchmark": "soak_service", "command": "python " + " ".join(sys.argv), **result,
-               "machine": machine_info()}, args.out)
+    result = soak(
+        args.model_dir,
+        requests=args.requests,
+        clients=args.clients,
+        slow_clients=args.slow_clients,
+        warmup=args.warmup,
+        client_timeout=args.client_timeout,
+    )
+    emit_json(
+        {"benchmark": "soak_service", "command": "python " + " ".join(sys.argv), **result, "machine": machine_info()},
+        args.out,
+    )
 
 
 if __name__ == "__main__":

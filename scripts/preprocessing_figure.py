@@ -15,7 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 from photo_variants import VARIANTS, variant_rng  # noqa: E402  (the benchmark's photos of test images)
 
 from deepautodnn import load_fashion_mnist  # noqa: E402
-from deepautodnn.preprocess import load_preprocessed, save_steps_figure  # noqa: E402
+from deepautodnn.data.preprocess import load_preprocessed, save_steps_figure  # noqa: E402
 
 ROWS = [  # (variant, test image index)
     ("plain_product_shot", 0),

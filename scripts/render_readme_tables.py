@@ -26,7 +26,7 @@ BLOCK = re.compile(r"(<!-- begin generated: (?P<src>[^ ]+) -->\n)(?P<body>.*?)(<
 
 
 def render(source: str) -> str:
-    from deepautodnn.ood_report import ood_markdown, variants_markdown
+    from deepautodnn.experiments.ood_report import ood_markdown, variants_markdown
 
     result = json.loads((ROOT / source).read_text())
     renderers = {"ood": ood_markdown, "photo_variants": variants_markdown}
@@ -46,7 +46,9 @@ def main() -> int:
     new = rendered_readme(text)
     if args.check:
         stale = new != text
-        print("README.md: generated tables are " + ("stale; run scripts/render_readme_tables.py" if stale else "current"))
+        print(
+            "README.md: generated tables are " + ("stale; run scripts/render_readme_tables.py" if stale else "current")
+        )
         return int(stale)
     readme.write_text(new)
     return 0

@@ -9,7 +9,7 @@ import struct
 import numpy as np
 import pytest
 
-from deepautodnn.data import find_fashion_mnist
+from deepautodnn.data.fashion_mnist import find_fashion_mnist
 
 
 def idx_bytes(array: np.ndarray) -> bytes:

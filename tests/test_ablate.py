@@ -8,8 +8,14 @@ import numpy as np
 import pytest
 
 from deepautodnn import cli, get_preset
-from deepautodnn.ablate import (
-    MAX_EPOCH_FACTOR, labelled_subset, load_ablation, parse_labels, run_ablation, summarize, variant_epochs,
+from deepautodnn.experiments.ablation import (
+    MAX_EPOCH_FACTOR,
+    labelled_subset,
+    load_ablation,
+    parse_labels,
+    run_ablation,
+    summarize,
+    variant_epochs,
 )
 
 
@@ -43,8 +49,10 @@ def test_parse_labels():
 
 
 def test_summary_mean_and_std():
-    rows = {f"scratch/100/seed{s}": {"variant": "scratch", "labels": 100, "seed": s, "test_accuracy": a,
-                                     "seconds": 1.0} for s, a in enumerate([0.5, 0.7])}
+    rows = {
+        f"scratch/100/seed{s}": {"variant": "scratch", "labels": 100, "seed": s, "test_accuracy": a, "seconds": 1.0}
+        for s, a in enumerate([0.5, 0.7])
+    }
     (s,) = summarize(rows)
     assert s["test_accuracy_mean"] == pytest.approx(0.6)
     assert s["test_accuracy_std"] == pytest.approx(np.std([0.5, 0.7], ddof=1))
@@ -54,8 +62,16 @@ def test_tiny_ablation_runs_and_resumes(tmp_path, data_dir, monkeypatch):
     cfg = get_preset("fast")
     cfg.train.ae_epochs, cfg.train.dnn_epochs, cfg.train.finetune_epochs = 1, 1, 1
     out = tmp_path / "abl"
-    state = run_ablation(cfg, out, seeds=[0], label_budgets=[100, None], data_dir=data_dir, device="cpu",
-                         train_limit=1000, echo=lambda m: None)
+    state = run_ablation(
+        cfg,
+        out,
+        seeds=[0],
+        label_budgets=[100, None],
+        data_dir=data_dir,
+        device="cpu",
+        train_limit=1000,
+        echo=lambda m: None,
+    )
     assert len(state["rows"]) == 6
     row = state["rows"]["scratch/100/seed0"]
     assert row["epochs"] == {"ae": 0, "dnn": 0, "finetune": 2 * 9}  # 900 train images / 100 labels = 9x
@@ -66,11 +82,19 @@ def test_tiny_ablation_runs_and_resumes(tmp_path, data_dir, monkeypatch):
     assert "| frozen |" in (out / "ablation.md").read_text()
 
     # A second call finds every row saved and trains nothing.
-    import deepautodnn.ablate as ablate
+    import deepautodnn.experiments.ablation as ablate
 
     monkeypatch.setattr(ablate, "train_classifier", lambda *a, **k: pytest.fail("retrained a saved row"))
-    again = run_ablation(cfg, out, seeds=[0], label_budgets=[100, None], data_dir=data_dir, device="cpu",
-                         train_limit=1000, echo=lambda m: None)
+    again = run_ablation(
+        cfg,
+        out,
+        seeds=[0],
+        label_budgets=[100, None],
+        data_dir=data_dir,
+        device="cpu",
+        train_limit=1000,
+        echo=lambda m: None,
+    )
     assert again["rows"] == saved["rows"]
 
 

@@ -6,8 +6,15 @@ import numpy as np
 import pytest
 
 from deepautodnn import cli
-from deepautodnn.baselines import (
-    COMPARATORS, Split, hog_features, lbp_features, load_results, load_split, parse_only, run_baselines,
+from deepautodnn.experiments.baselines import (
+    COMPARATORS,
+    Split,
+    hog_features,
+    lbp_features,
+    load_results,
+    load_split,
+    parse_only,
+    run_baselines,
     run_comparator,
 )
 
@@ -31,7 +38,7 @@ def test_feature_shapes_and_lbp_histograms(small_split):
 
 def test_split_is_the_runs_split(data_dir):
     from deepautodnn import get_preset
-    from deepautodnn.runner import load_training_split
+    from deepautodnn.training.run import load_training_split
 
     images, labels, train_idx, val_idx = load_training_split(get_preset("fast"), data_dir, 1500)
     split = load_split(data_dir, train_limit=1500)
@@ -63,8 +70,19 @@ def test_parse_only():
 
 def test_cli_baselines_writes_one_json_each(tmp_path, data_dir, capsys):
     out = tmp_path / "bl"
-    rc = cli.main(["baselines", "--only", "logreg,random_forest", "--train-limit", "1000",
-                   "--data-dir", str(data_dir), "--out", str(out)])
+    rc = cli.main(
+        [
+            "baselines",
+            "--only",
+            "logreg,random_forest",
+            "--train-limit",
+            "1000",
+            "--data-dir",
+            str(data_dir),
+            "--out",
+            str(out),
+        ]
+    )
     assert rc == 0
     results = load_results(out)
     assert list(results) == ["random_forest", "logreg"]  # registry order
@@ -80,7 +98,7 @@ def test_cli_rejects_unknown_comparator(capsys):
 
 
 def test_run_baselines_default_is_all(monkeypatch, tmp_path, small_split):
-    import deepautodnn.baselines as bl
+    import deepautodnn.experiments.baselines as bl
 
     seen = []
     monkeypatch.setattr(bl, "load_split", lambda *a, **k: small_split)

@@ -8,9 +8,9 @@ import json
 import numpy as np
 
 from deepautodnn import cli
-from deepautodnn.bench import bench_training, naive_stage_speed
 from deepautodnn.config import get_preset
-from deepautodnn.timing import flops_per_image
+from deepautodnn.experiments.bench import bench_training, naive_stage_speed
+from deepautodnn.inference.timing import flops_per_image
 
 
 def test_flops_per_image_counts_convolutions_and_dense_layers():
@@ -40,8 +40,26 @@ def test_training_bench_reports_every_stage_against_the_reference():
 
 def test_bench_command_infer_json(data_dir, capsys, tmp_path):
     out = tmp_path / "bench.json"
-    assert cli.main(["bench", "--what", "infer", "--json", "--seconds", "0.05", "--batches", "1", "8",
-                     "--data-dir", str(data_dir), "--out", str(out)]) == 0
+    assert (
+        cli.main(
+            [
+                "bench",
+                "--what",
+                "infer",
+                "--json",
+                "--seconds",
+                "0.05",
+                "--batches",
+                "1",
+                "8",
+                "--data-dir",
+                str(data_dir),
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     printed = json.loads(capsys.readouterr().out)
     assert printed == json.loads(out.read_text())
     peak = printed["inference"]["cpu_peak"]["gemm_flops"]

@@ -16,7 +16,8 @@ CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 selenium = pytest.importorskip("selenium", reason="selenium is not installed (pip install -e .[dev])")
 pytestmark = pytest.mark.skipif(
     not (CHROMIUM and CHROMEDRIVER),
-    reason="chromium and chromedriver are not installed (apt-get install chromium chromium-driver)")
+    reason="chromium and chromedriver are not installed (apt-get install chromium chromium-driver)",
+)
 
 
 def free_port() -> int:
@@ -29,7 +30,7 @@ def free_port() -> int:
 def server(tiny_run):
     import uvicorn
 
-    from deepautodnn.service import create_app
+    from deepautodnn.serve.app import create_app
 
     port = free_port()
     srv = uvicorn.Server(uvicorn.Config(create_app(tiny_run[0]), host="127.0.0.1", port=port, log_level="warning"))

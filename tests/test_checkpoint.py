@@ -5,10 +5,10 @@ import pytest
 import torch
 
 from deepautodnn import load_model, predict_proba, save_model
-from deepautodnn.checkpoint import ModelFileError, WriteError, atomic_write_bytes, sha256_hex
-from deepautodnn.errors import DeepAutoDNNError
 from deepautodnn.config import Config, ModelConfig
-from deepautodnn.models import DeepAutoDNN
+from deepautodnn.errors import DeepAutoDNNError, ModelFileError, WriteError
+from deepautodnn.models.hybrid import DeepAutoDNN
+from deepautodnn.utils.files import atomic_write_bytes, sha256_hex
 
 TINY = Config(model=ModelConfig(encoder_channels=(8, 16), encoder_pool=(True, True), dnn_hidden=(32,)))
 
@@ -26,8 +26,12 @@ def test_round_trip_gives_identical_predictions(saved):
     x = np.random.default_rng(0).integers(0, 256, (16, 28, 28), dtype=np.uint8)
     again = load_model(model_dir)
     np.testing.assert_array_equal(predict_proba(model, x), predict_proba(again, x))
-    assert sorted(p.name for p in model_dir.iterdir()) == ["config.json", "metrics.json", "model.safetensors",
-                                                           "model.safetensors.sha256"]
+    assert sorted(p.name for p in model_dir.iterdir()) == [
+        "config.json",
+        "metrics.json",
+        "model.safetensors",
+        "model.safetensors.sha256",
+    ]
     digest, name = (model_dir / "model.safetensors.sha256").read_text().split()
     assert name == "model.safetensors" and digest == sha256_hex((model_dir / "model.safetensors").read_bytes())
 
@@ -89,10 +93,13 @@ def test_missing_checksum_is_refused_in_the_current_format(saved):
     assert torch.equal(load_model(model_dir).classifier.layers[1].weight, model.classifier.layers[1].weight)
 
 
-@pytest.mark.parametrize("hidden, message", [
-    ([64], "the config's network needs"),  # a bigger network than the file holds
-    ([16], "do not match the config"),  # a smaller one: names fit, shapes don't
-])
+@pytest.mark.parametrize(
+    "hidden, message",
+    [
+        ([64], "the config's network needs"),  # a bigger network than the file holds
+        ([16], "do not match the config"),  # a smaller one: names fit, shapes don't
+    ],
+)
 def test_weights_not_matching_config(saved, hidden, message):
     model_dir, _ = saved
     cfg = json.loads((model_dir / "config.json").read_text())
@@ -111,13 +118,16 @@ def test_config_asking_for_a_huge_network_fails_before_allocating(saved):
         load_model(model_dir)
 
 
-@pytest.mark.parametrize("edit, message", [
-    ({"model": {"dnn_hidden": "abc"}}, "model.dnn_hidden must be a list of whole numbers"),
-    ({"train": {"ae_lr": -1}}, "ae_lr must be in"),
-    ({"model": {"image_size": 10**9}}, "image_size must be"),
-    ({"format_version": "2"}, "format_version must be a whole number"),
-    ({"format_version": 99}, "written by a newer deepautodnn"),
-])
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        ({"model": {"dnn_hidden": "abc"}}, "model.dnn_hidden must be a list of whole numbers"),
+        ({"train": {"ae_lr": -1}}, "ae_lr must be in"),
+        ({"model": {"image_size": 10**9}}, "image_size must be"),
+        ({"format_version": "2"}, "format_version must be a whole number"),
+        ({"format_version": 99}, "written by a newer deepautodnn"),
+    ],
+)
 def test_invalid_config_values_are_clear_errors(saved, edit, message):
     model_dir, _ = saved
     cfg = json.loads((model_dir / "config.json").read_text())
@@ -131,11 +141,14 @@ def test_invalid_config_values_are_clear_errors(saved, edit, message):
         load_model(model_dir)
 
 
-@pytest.mark.parametrize("text, message", [
-    ("{not json", "not readable JSON"),
-    ("[1, 2]", "expected a JSON object"),
-    ("[" * 100_000, "not readable JSON"),  # nesting deep enough to overflow a recursive parser
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("{not json", "not readable JSON"),
+        ("[1, 2]", "expected a JSON object"),
+        ("[" * 100_000, "not readable JSON"),  # nesting deep enough to overflow a recursive parser
+    ],
+)
 def test_bad_config_json(saved, text, message):
     model_dir, _ = saved
     (model_dir / "config.json").write_text(text)
@@ -151,7 +164,9 @@ def test_atomic_write_keeps_old_file_when_writing_fails(tmp_path, monkeypatch):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr("os.fsync", boom)
-    with pytest.raises(WriteError, match=r"cannot write .*f\.bin: No space left on device; any earlier f\.bin is intact"):
+    with pytest.raises(
+        WriteError, match=r"cannot write .*f\.bin: No space left on device; any earlier f\.bin is intact"
+    ):
         atomic_write_bytes(target, b"new")
     assert target.read_bytes() == b"old"
     assert [p.name for p in tmp_path.iterdir()] == ["f.bin"]  # no temp file left behind
@@ -173,11 +188,17 @@ def test_nothing_in_the_package_unpickles():
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[1]
-    risky = re.compile(r"torch\.load\((?![^)]*weights_only=True)|\bpickle\.loads?\(|\bjoblib\.load\(|"
-                       r"allow_pickle\s*=\s*True|\bdill\.|\bcloudpickle\.")
+    risky = re.compile(
+        r"torch\.load\((?![^)]*weights_only=True)|\bpickle\.loads?\(|\bjoblib\.load\(|"
+        r"allow_pickle\s*=\s*True|\bdill\.|\bcloudpickle\."
+    )
     files = [p for folder in ("src", "benchmarks", "scripts") for p in (root / folder).rglob("*.py")]
     assert len(files) > 20
-    found = [f"{p.relative_to(root)}:{n}" for p in files
-             for n, line in enumerate(p.read_text().splitlines(), 1) if risky.search(line)]
+    found = [
+        f"{p.relative_to(root)}:{n}"
+        for p in files
+        for n, line in enumerate(p.read_text().splitlines(), 1)
+        if risky.search(line)
+    ]
     assert found == []
     assert risky.search("state = torch.load(path)") and not risky.search("torch.load(p, weights_only=True)")

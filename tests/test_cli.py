@@ -20,8 +20,25 @@ def cli(*args, check=True):
 
 def test_train_then_evaluate_json_schema(tmp_path, data_dir):
     out = tmp_path / "run"
-    proc = cli("train", "--preset", "fast", "--data-dir", data_dir, "--out", out, "--train-limit", 1000,
-               "--ae-epochs", 1, "--dnn-epochs", 1, "--finetune-epochs", 1, "--seed", 5)
+    proc = cli(
+        "train",
+        "--preset",
+        "fast",
+        "--data-dir",
+        data_dir,
+        "--out",
+        out,
+        "--train-limit",
+        1000,
+        "--ae-epochs",
+        1,
+        "--dnn-epochs",
+        1,
+        "--finetune-epochs",
+        1,
+        "--seed",
+        5,
+    )
     assert "Test-set evaluation" in proc.stdout and "test accuracy" in proc.stderr
     assert json.loads((out / "config.json").read_text())["seed"] == 5
 
@@ -76,13 +93,16 @@ def test_predict_reports_bad_files_and_exits_nonzero(tmp_path, tiny_run, data_di
     assert [p["file"] for p in json.loads(proc.stdout)] == [str(good)]
 
 
-@pytest.mark.parametrize("args,message", [
-    (["evaluate", "/nonexistent/model"], "model directory not found"),
-    (["train", "--train-limit", "5"], "at least 20"),
-    (["train", "--resume", "/nonexistent/run"], "nothing to resume"),
-    (["train", "--out", "/proc/deepautodnn-run"], "the run folder can't be written"),  # even for root
-    (["serve", "/nonexistent/model", "--client-timeout", "0"], "--client-timeout must be > 0"),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["evaluate", "/nonexistent/model"], "model directory not found"),
+        (["train", "--train-limit", "5"], "at least 20"),
+        (["train", "--resume", "/nonexistent/run"], "nothing to resume"),
+        (["train", "--out", "/proc/deepautodnn-run"], "the run folder can't be written"),  # even for root
+        (["serve", "/nonexistent/model", "--client-timeout", "0"], "--client-timeout must be > 0"),
+    ],
+)
 def test_bad_arguments_give_clear_errors(args, message):
     proc = cli(*args, check=False)
     assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr
@@ -96,9 +116,9 @@ def test_info_reports_dataset(data_dir):
 def test_cli_name_lists_mirror_the_library():
     # cli.py repeats these so that `--help` need not import torch; they must not drift apart.
     from deepautodnn import cli as cli_module
-    from deepautodnn.ablate import VARIANTS
     from deepautodnn.config import PRESETS
-    from deepautodnn.inference import BACKENDS
+    from deepautodnn.experiments.ablation import VARIANTS
+    from deepautodnn.inference.names import BACKENDS
 
     assert cli_module.BACKENDS == BACKENDS
     assert set(cli_module.PRESET_NAMES) == set(PRESETS)

@@ -5,9 +5,15 @@ import shutil
 import numpy as np
 import pytest
 
-from deepautodnn import data
-from deepautodnn.data import (
-    CLASS_NAMES, DataError, DatasetNotFoundError, load_fashion_mnist, load_idx_pair, parse_idx, read_idx,
+from deepautodnn.config import CLASS_NAMES
+from deepautodnn.data import fashion_mnist as data
+from deepautodnn.data.fashion_mnist import (
+    DataError,
+    DatasetNotFoundError,
+    load_fashion_mnist,
+    load_idx_pair,
+    parse_idx,
+    read_idx,
     train_val_split,
 )
 from tests.conftest import idx_bytes

@@ -12,15 +12,17 @@ import numpy as np
 import pytest
 import torch
 
-from deepautodnn.distributed import DistContext, from_environment
-from deepautodnn.train import _batches
+from deepautodnn.training.distributed import DistContext, from_environment
+from deepautodnn.training.loop import _batches
 
 WORKER = Path(__file__).parent / "helpers" / "ddp_worker.py"
 
 
 def torchrun(*args: str, timeout: int = 180) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", *args]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    proc = subprocess.run(
+        cmd, capture_output=True, text=True, timeout=timeout, env={**os.environ, "OMP_NUM_THREADS": "1"}
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc
 
@@ -60,9 +62,26 @@ def test_two_gloo_ranks_stay_identical_and_match_one_process(tmp_path):
 
 def test_torchrun_train_writes_one_run_from_rank_zero(tmp_path, data_dir):
     out = tmp_path / "run"
-    proc = torchrun("-m", "deepautodnn", "train", "--preset", "fast", "--train-limit", "600", "--ae-epochs", "1",
-                    "--dnn-epochs", "1", "--finetune-epochs", "1", "--out", str(out), "--quiet",
-                    "--data-dir", str(data_dir))
+    proc = torchrun(
+        "-m",
+        "deepautodnn",
+        "train",
+        "--preset",
+        "fast",
+        "--train-limit",
+        "600",
+        "--ae-epochs",
+        "1",
+        "--dnn-epochs",
+        "1",
+        "--finetune-epochs",
+        "1",
+        "--out",
+        str(out),
+        "--quiet",
+        "--data-dir",
+        str(data_dir),
+    )
     assert proc.stderr.count("test accuracy") == 1  # rank 1 prints nothing of its own
     rows = (out / "metrics.csv").read_text().strip().splitlines()
     assert len(rows) == 1 + 3  # header + one epoch per stage, logged once

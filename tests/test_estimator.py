@@ -28,7 +28,7 @@ def quick(**kwargs) -> DeepAutoDNNClassifier:
 
 @pytest.fixture(scope="module")
 def small(data_dir):
-    from deepautodnn.data import load_fashion_mnist
+    from deepautodnn.data.fashion_mnist import load_fashion_mnist
 
     images, labels = load_fashion_mnist("train", data_dir)
     return images[:1200], labels[:1200]

@@ -1,7 +1,7 @@
 import numpy as np
 from sklearn.metrics import precision_recall_fscore_support
 
-from deepautodnn.evaluate import classification_metrics, metrics_markdown
+from deepautodnn.inference.evaluate import classification_metrics, metrics_markdown
 
 NAMES = ("a", "b", "c")
 

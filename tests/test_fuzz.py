@@ -15,14 +15,17 @@ from pathlib import Path
 import pytest
 
 WORKER = Path(__file__).parent / "helpers" / "fuzz_worker.py"
-CASES = {"idx": 300, "image": 300, "csv": 300, "imagefolder": 150, "config": 300, "config-fields": 200,
-         "weights": 200}
+CASES = {"idx": 300, "image": 300, "csv": 300, "imagefolder": 150, "config": 300, "config-fields": 200, "weights": 200}
 
 
 @pytest.mark.parametrize("target", sorted(CASES))
 def test_fuzzed_input_gives_only_clear_errors(target):
-    done = subprocess.run([sys.executable, "-W", "ignore", str(WORKER), target, str(CASES[target]), "--seed", "0"],
-                          capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [sys.executable, "-W", "ignore", str(WORKER), target, str(CASES[target]), "--seed", "0"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr[-3000:]  # a hypothesis failure prints the escaped error
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["cases"] == CASES[target]

@@ -3,7 +3,7 @@ import torch
 from torch import nn
 
 from deepautodnn.config import Config, ModelConfig, get_preset
-from deepautodnn.models import DeepAutoDNN
+from deepautodnn.models.hybrid import DeepAutoDNN
 
 
 @pytest.mark.parametrize("preset,latent", [("paper", (128, 14, 14)), ("fast", (128, 7, 7)), ("best", (256, 7, 7))])

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from deepautodnn.ood_report import ood_markdown, separation
+from deepautodnn.experiments.ood_report import ood_markdown, separation
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -27,18 +27,40 @@ def test_separation_metrics():
 
 
 def test_the_readme_tables_are_rendered_from_results():
-    run = subprocess.run([sys.executable, str(ROOT / "scripts" / "render_readme_tables.py"), "--check"],
-                         capture_output=True, text=True)
+    run = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "render_readme_tables.py"), "--check"], capture_output=True, text=True
+    )
     assert run.returncode == 0, run.stdout + run.stderr
 
 
 def test_the_benchmark_report_matches_its_json(tiny_run, data_dir, tmp_path):
     out, md = tmp_path / "ood.json", tmp_path / "ood.md"
     env = {**os.environ, "DEEPAUTODNN_DATA": str(data_dir)}
-    run = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "ood.py"), str(tiny_run[0]), "--backend", "torch",
-                          "--n", "200", "--n-variant", "10", "--n-foreign", "5", "--n-timing", "5",
-                          "--out", str(out), "--markdown", str(md)], capture_output=True, text=True, env=env,
-                         timeout=600)
+    run = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "ood.py"),
+            str(tiny_run[0]),
+            "--backend",
+            "torch",
+            "--n",
+            "200",
+            "--n-variant",
+            "10",
+            "--n-foreign",
+            "5",
+            "--n-timing",
+            "5",
+            "--out",
+            str(out),
+            "--markdown",
+            str(md),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     result = json.loads(out.read_text())
     assert md.read_text() == ood_markdown(result)

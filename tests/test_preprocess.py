@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import deepautodnn.preprocess as pp
-from deepautodnn.preprocess import EVIDENCE_KEYS, ImageError, Preprocessed, load_image, load_preprocessed
+import deepautodnn.data.preprocess as pp
+from deepautodnn.data.preprocess import EVIDENCE_KEYS, ImageError, Preprocessed, load_image, load_preprocessed
 
 
 def expected_block() -> np.ndarray:
@@ -47,10 +47,22 @@ def encode(img: Image.Image, fmt: str = "PNG", **kwargs) -> bytes:
     return buf.getvalue()
 
 
-@pytest.mark.parametrize("mode,fmt", [
-    ("L", "PNG"), ("RGB", "PNG"), ("RGBA", "PNG"), ("LA", "PNG"), ("P", "PNG"), ("1", "PNG"),
-    ("I;16", "PNG"), ("F", "TIFF"), ("CMYK", "TIFF"), ("RGB", "BMP"), ("L", "WEBP"),
-])
+@pytest.mark.parametrize(
+    "mode,fmt",
+    [
+        ("L", "PNG"),
+        ("RGB", "PNG"),
+        ("RGBA", "PNG"),
+        ("LA", "PNG"),
+        ("P", "PNG"),
+        ("1", "PNG"),
+        ("I;16", "PNG"),
+        ("F", "TIFF"),
+        ("CMYK", "TIFF"),
+        ("RGB", "BMP"),
+        ("L", "WEBP"),
+    ],
+)
 def test_every_mode_gives_the_fashion_mnist_layout(mode, fmt):
     data = encode(product_photo(mode), fmt, **({"lossless": True} if fmt == "WEBP" else {}))
     np.testing.assert_array_equal(load_image(data, name=f"x.{fmt.lower()}"), expected_block())
@@ -87,7 +99,7 @@ def test_animated_gif_uses_the_first_frame():
 
 
 def test_fashion_mnist_arrays_round_trip_exactly(data_dir):
-    from deepautodnn.data import load_fashion_mnist
+    from deepautodnn.data.fashion_mnist import load_fashion_mnist
 
     images, _ = load_fashion_mnist("test", data_dir)
     for arr in images[:20]:
@@ -112,9 +124,9 @@ def garment_mask() -> np.ndarray:
     """A shirt-like shape filling TRUTH exactly: a body, two sleeves and a neck cut-out."""
     top, bottom, left, right = TRUTH
     m = np.zeros((H, W), bool)
-    m[top:bottom, left + 10:right - 10] = True  # body
-    m[top:top + 17, left:right] = True  # sleeves
-    m[top:top + 4, left + 15:right - 15] = False  # neck
+    m[top:bottom, left + 10 : right - 10] = True  # body
+    m[top : top + 17, left:right] = True  # sleeves
+    m[top : top + 4, left + 15 : right - 15] = False  # neck
     return m
 
 
@@ -194,16 +206,20 @@ def test_model_input_is_the_object_bright_on_black(scene):
     height, width = rows.max() - rows.min() + 1, cols.max() - cols.min() + 1
     assert height == 28 or width == 28  # the longest side fitted to 28, as Fashion-MNIST
     assert abs(width / height - 40 / 36) < 0.1  # the garment's proportions kept (40 wide, 36 tall)
-    assert img[:rows.min()].max(initial=0) <= 12 and img[rows.max() + 1:].max(initial=0) <= 12  # black above, below
+    assert img[: rows.min()].max(initial=0) <= 12 and img[rows.max() + 1 :].max(initial=0) <= 12  # black above, below
 
 
 # ---- evidence for unknown-input detection -------------------------------------------------------
 
+
 def test_evidence_has_every_key_on_both_paths(data_dir):
-    from deepautodnn.data import load_fashion_mnist
+    from deepautodnn.data.fashion_mnist import load_fashion_mnist
 
     arr = load_fashion_mnist("test", data_dir)[0][0]
-    for prepared in (load_preprocessed(encode(Image.fromarray(arr))), pp.preprocess(Image.fromarray(SCENES["gradient"]()))):
+    for prepared in (
+        load_preprocessed(encode(Image.fromarray(arr))),
+        pp.preprocess(Image.fromarray(SCENES["gradient"]())),
+    ):
         assert isinstance(prepared, Preprocessed)
         assert tuple(prepared.evidence) == EVIDENCE_KEYS
         assert all(isinstance(v, float) and np.isfinite(v) for v in prepared.evidence.values())
@@ -229,11 +245,13 @@ def test_evidence_of_a_clean_photo_a_flat_image_and_noise():
 
 
 def test_flat_image_gives_a_black_input():
-    np.testing.assert_array_equal(load_image(encode(Image.new("RGB", (64, 48), (200, 10, 10)))),
-                                  np.zeros((28, 28), np.uint8))
+    np.testing.assert_array_equal(
+        load_image(encode(Image.new("RGB", (64, 48), (200, 10, 10)))), np.zeros((28, 28), np.uint8)
+    )
 
 
 # ---- the command -------------------------------------------------------------------------------
+
 
 def test_cli_preprocess_writes_the_steps_and_the_input(tmp_path, capsys):
     import json
@@ -255,18 +273,25 @@ def test_cli_preprocess_writes_the_steps_and_the_input(tmp_path, capsys):
 
 def png_header_only(width: int, height: int) -> bytes:
     """A PNG that declares width x height but holds almost no data (a decompression-bomb header)."""
+
     def chunk(kind: bytes, body: bytes) -> bytes:
         return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 16)) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 16)) + chunk(b"IEND", b"")
+    )
 
 
-@pytest.mark.parametrize("data,message", [
-    (b"", "empty file"),
-    (b"this is not an image", "not an image file"),
-    (png_header_only(100_000, 100_000), "over the limit"),
-    (png_header_only(20_000, 3_000), "over the limit"),
-])
+@pytest.mark.parametrize(
+    "data,message",
+    [
+        (b"", "empty file"),
+        (b"this is not an image", "not an image file"),
+        (png_header_only(100_000, 100_000), "over the limit"),
+        (png_header_only(20_000, 3_000), "over the limit"),
+    ],
+)
 @pytest.mark.parametrize("loader", [load_image, load_preprocessed])
 def test_bad_bytes_give_clear_errors(data, message, loader):
     with pytest.raises(ImageError, match=message) as err:

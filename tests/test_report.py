@@ -7,9 +7,9 @@ import re
 import pytest
 
 from deepautodnn import cli, paper
-from deepautodnn.ablate import _finish
-from deepautodnn.baselines import load_results, run_baselines
-from deepautodnn.checkpoint import read_json
+from deepautodnn.experiments.ablation import _finish
+from deepautodnn.experiments.baselines import load_results, run_baselines
+from deepautodnn.utils.files import read_json
 
 SECTIONS = ["The paper's claims", "Table IV", "Table V", "Figures", "Inference time", "Ablations"]
 
@@ -18,21 +18,42 @@ SECTIONS = ["The paper's claims", "Table IV", "Table V", "Figures", "Inference t
 def report_inputs(tiny_run, data_dir, tmp_path_factory):
     run_dir, _ = tiny_run
     root = tmp_path_factory.mktemp("report")
-    run_baselines(root / "bl", ["convnet", "logreg"], data_dir=data_dir, train_limit=1000, torch_epochs=2,
-                  echo=lambda m: None)
+    run_baselines(
+        root / "bl", ["convnet", "logreg"], data_dir=data_dir, train_limit=1000, torch_epochs=2, echo=lambda m: None
+    )
     abl = root / "abl"
     (abl / "rows").mkdir(parents=True)
     rows = {}
     for seed, acc in enumerate([0.81, 0.84, 0.86]):
         for variant, shift in (("frozen", 0.0), ("scratch", 0.02)):
-            rows[f"{variant}/100/seed{seed}"] = {"variant": variant, "labels": 100, "all_labels": False,
-                                                 "seed": seed, "test_accuracy": acc + shift, "seconds": 1.0}
+            rows[f"{variant}/100/seed{seed}"] = {
+                "variant": variant,
+                "labels": 100,
+                "all_labels": False,
+                "seed": seed,
+                "test_accuracy": acc + shift,
+                "seconds": 1.0,
+            }
     for key, row in rows.items():
         (abl / "rows" / (key.replace("/", "-") + ".json")).write_text(__import__("json").dumps(row))
     _finish({"preset": "fast", "machine": {"cpu": "test"}, "rows": {}}, abl)
     out = root / "out"
-    rc = cli.main(["report", str(run_dir), "--baselines", str(root / "bl"), "--ablations", str(abl),
-                   "--data-dir", str(data_dir), "--out", str(out), "--repeats", "5"])
+    rc = cli.main(
+        [
+            "report",
+            str(run_dir),
+            "--baselines",
+            str(root / "bl"),
+            "--ablations",
+            str(abl),
+            "--data-dir",
+            str(data_dir),
+            "--out",
+            str(out),
+            "--repeats",
+            "5",
+        ]
+    )
     assert rc == 0
     return run_dir, root / "bl", abl, out
 
@@ -42,7 +63,7 @@ def _table_rows(text: str, first_header: str) -> dict[str, list[str]]:
     lines = text.splitlines()
     start = next(i for i, line in enumerate(lines) if line.startswith(f"| {first_header} |"))
     rows = {}
-    for line in lines[start + 2:]:
+    for line in lines[start + 2 :]:
         if not line.startswith("|"):
             break
         cells = [c.strip() for c in line.strip("|").split(" | ")]
@@ -72,8 +93,11 @@ def test_table_iv_numbers_equal_the_json(report_inputs):
     assert rows["DeepAutoNN-ours"][:2] == [f"{paper.TEST_ACCURACY * 100:.2f}%", f"{metrics['accuracy'] * 100:.2f}%"]
     results = load_results(bl)
     convnet = results["convnet"]
-    assert rows[convnet["paper_row"]][:3] == [f"{convnet['paper_accuracy'] * 100:.2f}%",
-                                              f"{convnet['accuracy'] * 100:.2f}%", f"{convnet['train_seconds']:.0f}"]
+    assert rows[convnet["paper_row"]][:3] == [
+        f"{convnet['paper_accuracy'] * 100:.2f}%",
+        f"{convnet['accuracy'] * 100:.2f}%",
+        f"{convnet['train_seconds']:.0f}",
+    ]
     logreg = results["logreg"]
     assert rows[logreg["title"]][:2] == ["—", f"{logreg['accuracy'] * 100:.2f}%"]
     # Every Table IV row of the paper is there, rebuilt or with the reason it is not.
@@ -88,8 +112,15 @@ def test_table_v_and_ablation_numbers_equal_the_json(report_inputs):
     metrics = read_json(run_dir / "metrics.json")
     for name, m in metrics["per_class"].items():
         paper_p, paper_r, paper_f1 = paper.TABLE_V[name]
-        assert rows[name] == [str(paper_p), f"{m['precision'] * 100:.1f}", str(paper_r), f"{m['recall'] * 100:.1f}",
-                              str(paper_f1), f"{m['f1'] * 100:.1f}", f"{m['specificity'] * 100:.1f}"]
+        assert rows[name] == [
+            str(paper_p),
+            f"{m['precision'] * 100:.1f}",
+            str(paper_r),
+            f"{m['recall'] * 100:.1f}",
+            str(paper_f1),
+            f"{m['f1'] * 100:.1f}",
+            f"{m['specificity'] * 100:.1f}",
+        ]
     ablation = _table_rows(md, "Variant")
     summary = {s["variant"]: s for s in read_json(abl / "ablation.json")["summary"]}
     for variant in ("frozen", "scratch"):

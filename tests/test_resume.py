@@ -15,18 +15,32 @@ import pytest
 import torch
 
 from deepautodnn import train_run
-from deepautodnn.checkpoint import WriteError, sha256_hex
 from deepautodnn.config import Config, ModelConfig, TrainConfig
-from deepautodnn.runner import RunError
-from deepautodnn.training_state import Checkpointer, NonFiniteLossError
+from deepautodnn.errors import WriteError
+from deepautodnn.training.run import RunError
+from deepautodnn.training.state import Checkpointer, NonFiniteLossError
+from deepautodnn.utils.files import sha256_hex
 
 sys.path.insert(0, str(Path(__file__).parent / "helpers"))
 
 from interrupt import Interruption, interrupt  # noqa: E402
 
 # The `fast` network for 2 + 2 + 4 epochs on 1,000 images: each epoch well under a second.
-TRAIN = ["train", "--preset", "fast", "--ae-epochs", "2", "--dnn-epochs", "2", "--finetune-epochs", "4",
-         "--train-limit", "1000", "--deterministic", "--quiet"]
+TRAIN = [
+    "train",
+    "--preset",
+    "fast",
+    "--ae-epochs",
+    "2",
+    "--dnn-epochs",
+    "2",
+    "--finetune-epochs",
+    "4",
+    "--train-limit",
+    "1000",
+    "--deterministic",
+    "--quiet",
+]
 
 
 def _sha(path: Path) -> str:
@@ -41,8 +55,12 @@ def _curves(run: Path) -> list[tuple]:
 
 def test_kill_9_at_random_moments_and_mid_save_then_resume_gives_identical_weights(tmp_path, data_dir):
     data = ["--data-dir", str(data_dir)]
-    straight = subprocess.run([sys.executable, "-m", "deepautodnn", *TRAIN, *data, "--out", str(tmp_path / "straight")],
-                              capture_output=True, text=True, timeout=300)
+    straight = subprocess.run(
+        [sys.executable, "-m", "deepautodnn", *TRAIN, *data, "--out", str(tmp_path / "straight")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert straight.returncode == 0, straight.stderr[-2000:]
 
     run = tmp_path / "cut"
@@ -69,8 +87,12 @@ def test_kill_9_at_random_moments_and_mid_save_then_resume_gives_identical_weigh
         positions.append(tuple(record["newest"]))
     assert positions == sorted(positions) and len(set(positions)) >= 4, positions  # each resume made progress
 
-    final = subprocess.run([sys.executable, "-m", "deepautodnn", "train", "--resume", str(run), *data],
-                           capture_output=True, text=True, timeout=300)
+    final = subprocess.run(
+        [sys.executable, "-m", "deepautodnn", "train", "--resume", str(run), *data],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert final.returncode == 0, final.stderr[-2000:]
     assert _sha(run / "model.safetensors") == _sha(tmp_path / "straight" / "model.safetensors")
     assert _curves(run) == _curves(tmp_path / "straight")
@@ -79,8 +101,15 @@ def test_kill_9_at_random_moments_and_mid_save_then_resume_gives_identical_weigh
 
 def _tiny_cfg() -> Config:
     model = ModelConfig(encoder_channels=(8, 16), encoder_pool=(True, True), dnn_hidden=(32,))
-    train = TrainConfig(ae_epochs=1, ae_batch_size=128, dnn_epochs=1, dnn_batch_size=128, finetune_epochs=3,
-                        finetune_batch_size=128, augment=True)
+    train = TrainConfig(
+        ae_epochs=1,
+        ae_batch_size=128,
+        dnn_epochs=1,
+        dnn_batch_size=128,
+        finetune_epochs=3,
+        finetune_batch_size=128,
+        augment=True,
+    )
     return Config(model=model, train=train, preset="tiny")
 
 
@@ -97,7 +126,7 @@ def test_two_runs_with_one_seed_give_identical_weight_hashes(tmp_path, data_dir)
 
 
 def test_nonfinite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, data_dir, monkeypatch):
-    import deepautodnn.train as train
+    import deepautodnn.training.loop as train
 
     real = train.F.cross_entropy
     calls = {"n": 0}
@@ -108,8 +137,11 @@ def test_nonfinite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, data_
         return loss * float("nan") if calls["n"] > 5 + 5 + 2 else loss
 
     monkeypatch.setattr(train.F, "cross_entropy", poisoned)
-    with pytest.raises(NonFiniteLossError, match=r"stage finetune, epoch 2: loss became nan; training stopped, "
-                                                 r"the last good checkpoint \(stage finetune, after epoch 1\) is kept"):
+    with pytest.raises(
+        NonFiniteLossError,
+        match=r"stage finetune, epoch 2: loss became nan; training stopped, "
+        r"the last good checkpoint \(stage finetune, after epoch 1\) is kept",
+    ):
         train_run(_tiny_cfg(), tmp_path / "run", data_dir=data_dir, **QUIET)
     state = Checkpointer(tmp_path / "run" / "checkpoints").latest()
     assert all(torch.isfinite(v).all() for v in state.section("model").values() if v.is_floating_point())
@@ -121,7 +153,7 @@ def test_nonfinite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, data_
 
 
 def test_full_disk_mid_training_is_a_clear_error_and_earlier_files_survive(tmp_path, data_dir, monkeypatch):
-    import deepautodnn.checkpoint as checkpoint
+    import deepautodnn.models.serialization as checkpoint
 
     real_fsync, count = os.fsync, {"n": 0}
 

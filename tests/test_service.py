@@ -7,16 +7,16 @@ import threading
 import warnings
 
 import numpy as np
-import torch
 import pytest
+import torch
 from PIL import Image
 
 warnings.filterwarnings("ignore", message=".*httpx.*")  # starlette's TestClient notice
 from fastapi.testclient import TestClient  # noqa: E402
 
 from deepautodnn import cli, load_model  # noqa: E402
-from deepautodnn.evaluate import predict_proba  # noqa: E402
-from deepautodnn.service import create_app  # noqa: E402
+from deepautodnn.inference.evaluate import predict_proba  # noqa: E402
+from deepautodnn.serve.app import create_app  # noqa: E402
 
 
 def png(arr: np.ndarray) -> bytes:
@@ -27,7 +27,7 @@ def png(arr: np.ndarray) -> bytes:
 
 @pytest.fixture(scope="module")
 def test_images(data_dir):
-    from deepautodnn.data import load_fashion_mnist
+    from deepautodnn.data.fashion_mnist import load_fashion_mnist
 
     return load_fashion_mnist("test", data_dir)
 
@@ -65,13 +65,16 @@ def test_predict_matches_in_memory_predictions(client, tiny_run, test_images):
         assert Image.open(io.BytesIO(__import__("base64").b64decode(p["input_png"]))).size == (28, 28)
 
 
-@pytest.mark.parametrize("kwargs,status,message", [
-    ({"content": b"{}", "headers": {"content-type": "application/json"}}, 415, "multipart/form-data"),
-    ({"files": [("files", ("x.png", b"not an image", "image/png"))]}, 422, "x.png: not an image file"),
-    ({"files": [("files", ("x.png", b"", "image/png"))]}, 422, "x.png: empty file"),
-    ({"files": [("other", ("x.png", b"abc", "image/png"))]}, 422, "no images"),
-    ({"files": [("files", ("big.png", b"0" * (2**20 + 10), "image/png"))]}, 413, "over the limit"),
-])
+@pytest.mark.parametrize(
+    "kwargs,status,message",
+    [
+        ({"content": b"{}", "headers": {"content-type": "application/json"}}, 415, "multipart/form-data"),
+        ({"files": [("files", ("x.png", b"not an image", "image/png"))]}, 422, "x.png: not an image file"),
+        ({"files": [("files", ("x.png", b"", "image/png"))]}, 422, "x.png: empty file"),
+        ({"files": [("other", ("x.png", b"abc", "image/png"))]}, 422, "no images"),
+        ({"files": [("files", ("big.png", b"0" * (2**20 + 10), "image/png"))]}, 413, "over the limit"),
+    ],
+)
 def test_bad_requests_are_4xx_with_a_json_reason(client, kwargs, status, message):
     r = client.post("/v1/predict", **kwargs)
     assert r.status_code == status and message in r.json()["detail"]
@@ -97,7 +100,7 @@ def test_token_is_required_when_set(tiny_run, test_images):
 
 
 def test_not_ready_until_loaded(tiny_run, monkeypatch):
-    import deepautodnn.service as service
+    import deepautodnn.serve.app as service
 
     gate = threading.Event()
     real = service.Predictor
@@ -130,7 +133,7 @@ def test_onnx_export_parity_and_backend(tiny_run, tmp_path, test_images, capsys)
     import json
     import shutil
 
-    from deepautodnn.export import onnx_parity
+    from deepautodnn.inference.export import onnx_parity
 
     images, _ = test_images
     model_dir = tmp_path / "model"
@@ -145,7 +148,8 @@ def test_onnx_export_parity_and_backend(tiny_run, tmp_path, test_images, capsys)
         assert c.get("/v1/model").json()["backend"] == "onnx"
         r = c.post("/v1/predict", files=[("files", (f"{i}.png", png(images[i]), "image/png")) for i in range(7)])
         assert [p["label_index"] for p in r.json()["predictions"]] == predict_proba(
-            load_model(model_dir), images[:7]).argmax(1).tolist()
+            load_model(model_dir), images[:7]
+        ).argmax(1).tolist()
     Image.fromarray(images[0]).save(tmp_path / "a.png")
     assert cli.main(["predict", str(model_dir), str(tmp_path / "a.png"), "--backend", "onnx", "--format", "json"]) == 0
 
@@ -155,8 +159,9 @@ def test_onnx_export_parity_and_backend(tiny_run, tmp_path, test_images, capsys)
     assert record["chosen"] in record["backends"] and record["n_validation"] > 0
     chosen = record["backends"][record["chosen"]]
     assert chosen["holds_accuracy"]
-    assert chosen["batch64_images_per_s"] == max(r["batch64_images_per_s"] for r in record["backends"].values()
-                                                 if r["available"] and r["holds_accuracy"])
+    assert chosen["batch64_images_per_s"] == max(
+        r["batch64_images_per_s"] for r in record["backends"].values() if r["available"] and r["holds_accuracy"]
+    )
     assert report["backend"]["chosen"] == record["chosen"]
     with TestClient(create_app(model_dir, load_in_background=False)) as c:  # auto = the recorded choice
         assert c.get("/v1/model").json()["backend"] == record["chosen"]
@@ -165,9 +170,10 @@ def test_onnx_export_parity_and_backend(tiny_run, tmp_path, test_images, capsys)
 def test_every_backend_agrees_with_torch_float32(tiny_run, tmp_path, test_images):
     import shutil
 
-    from deepautodnn.export import export_onnx, quantize_int8
-    from deepautodnn.inference import BACKENDS, make_backend
-    from deepautodnn.train import bf16_supported
+    from deepautodnn.inference.backends import make_backend
+    from deepautodnn.inference.export import export_onnx, quantize_int8
+    from deepautodnn.inference.names import BACKENDS
+    from deepautodnn.utils.runtime import bf16_supported
 
     images = test_images[0][:500]
     model_dir = tmp_path / "model"

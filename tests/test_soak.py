@@ -14,8 +14,16 @@ from soak import soak  # noqa: E402
 
 def test_soak_no_5xx_every_invalid_request_4xx_slow_clients_cut_off(tiny_run, data_dir):
     run_dir, _ = tiny_run
-    result = soak(run_dir, requests=1500, clients=16, slow_clients=4, warmup=300, client_timeout=2,
-                  time_limit=120, data_dir=data_dir)
+    result = soak(
+        run_dir,
+        requests=1500,
+        clients=16,
+        slow_clients=4,
+        warmup=300,
+        client_timeout=2,
+        time_limit=120,
+        data_dir=data_dir,
+    )
     assert result["finished_in_time"] and result["answered"] == 1500, result
     assert result["server_errors_5xx"] == 0, result["by_kind"]
     assert result["unexpected_status"] == {}, result["by_kind"]  # each kind got exactly its status

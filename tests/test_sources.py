@@ -9,8 +9,9 @@ import pytest
 from PIL import Image
 
 from deepautodnn import cli, get_preset, load_model, train_run
-from deepautodnn.data import CLASS_NAMES, DataError
-from deepautodnn.sources import load_csv, load_run_data, parse_source
+from deepautodnn.config import CLASS_NAMES
+from deepautodnn.data.fashion_mnist import DataError
+from deepautodnn.data.sources import load_csv, load_run_data, parse_source
 
 
 def tiny_config():
@@ -21,7 +22,7 @@ def tiny_config():
 
 @pytest.fixture(scope="module")
 def fmnist(data_dir):
-    from deepautodnn.data import load_fashion_mnist
+    from deepautodnn.data.fashion_mnist import load_fashion_mnist
 
     return load_fashion_mnist("train", data_dir)
 
@@ -96,17 +97,37 @@ def test_csv_training_keeps_fashion_mnist_names(tmp_path, fmnist, capsys):
     np.testing.assert_array_equal(x, images[:200])
     assert names == list(CLASS_NAMES) and y.tolist() == labels[:200].tolist()
     run_dir = tmp_path / "run"
-    assert cli.main(["train", "--data", f"csv:{path}", "--out", str(run_dir), "--quiet",
-                     "--ae-epochs", "1", "--dnn-epochs", "1", "--finetune-epochs", "1"]) == 0
+    assert (
+        cli.main(
+            [
+                "train",
+                "--data",
+                f"csv:{path}",
+                "--out",
+                str(run_dir),
+                "--quiet",
+                "--ae-epochs",
+                "1",
+                "--dnn-epochs",
+                "1",
+                "--finetune-epochs",
+                "1",
+            ]
+        )
+        == 0
+    )
     assert json.loads((run_dir / "metrics.json").read_text())["n"] == 20
 
 
-@pytest.mark.parametrize("text,message", [
-    ("pixel1,pixel2\n1,2\n", "header starting with 'label'"),
-    ("label,pixel1,pixel2\n1,2,3\n", "needs 784"),
-    ("label," + ",".join(f"p{i}" for i in range(784)) + "\n1," + ",".join(["300"] * 784) + "\n", "must be 0-255"),
-    ("label," + ",".join(f"p{i}" for i in range(784)) + "\n1," + ",".join(["x"] * 784) + "\n", "whole numbers"),
-])
+@pytest.mark.parametrize(
+    "text,message",
+    [
+        ("pixel1,pixel2\n1,2\n", "header starting with 'label'"),
+        ("label,pixel1,pixel2\n1,2,3\n", "needs 784"),
+        ("label," + ",".join(f"p{i}" for i in range(784)) + "\n1," + ",".join(["300"] * 784) + "\n", "must be 0-255"),
+        ("label," + ",".join(f"p{i}" for i in range(784)) + "\n1," + ",".join(["x"] * 784) + "\n", "whole numbers"),
+    ],
+)
 def test_bad_csv_gives_clear_errors(tmp_path, text, message):
     path = tmp_path / "bad.csv"
     path.write_text(text)

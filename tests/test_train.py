@@ -3,11 +3,12 @@ import pytest
 import torch
 
 from deepautodnn import get_preset, load_model, train_run
-from deepautodnn.checkpoint import read_json
 from deepautodnn.config import Config, ModelConfig, TrainConfig
-from deepautodnn.models import DeepAutoDNN
-from deepautodnn.runner import RunError
-from deepautodnn.train import TrainingData, augment_batch, erase_batch, train_autoencoder, train_classifier
+from deepautodnn.data.transforms import TrainingData, augment_batch, erase_batch
+from deepautodnn.models.hybrid import DeepAutoDNN
+from deepautodnn.training.run import RunError
+from deepautodnn.training.stages import train_autoencoder, train_classifier
+from deepautodnn.utils.files import read_json
 
 TINY = ModelConfig(encoder_channels=(8, 16), encoder_pool=(True, True), dnn_hidden=(32,))
 
@@ -22,8 +23,15 @@ def _synthetic(n=256, labels=None):
 def test_tiny_real_run_beats_chance_by_far(tiny_run):
     run_dir, metrics = tiny_run
     assert metrics["accuracy"] > 0.6  # chance is 0.10
-    for name in ("config.json", "model.safetensors", "metrics.json", "metrics.csv", "report.md",
-                 "confusion_matrix.png", "training_curves.png"):
+    for name in (
+        "config.json",
+        "model.safetensors",
+        "metrics.json",
+        "metrics.csv",
+        "report.md",
+        "confusion_matrix.png",
+        "training_curves.png",
+    ):
         assert (run_dir / name).is_file(), name
     rows = (run_dir / "metrics.csv").read_text().splitlines()
     assert rows[0] == "stage,epoch,loss,train_acc,val_acc,val_mse,lr,seconds"
@@ -36,7 +44,9 @@ def test_autoencoder_stage_never_reads_labels():
     for labels in (None, torch.full((256,), -12345)):
         torch.manual_seed(0)
         model = DeepAutoDNN(TINY)
-        train_autoencoder(model, _synthetic(labels=labels), tcfg, seed=0, device=torch.device("cpu"), log=lambda r: None)
+        train_autoencoder(
+            model, _synthetic(labels=labels), tcfg, seed=0, device=torch.device("cpu"), log=lambda r: None
+        )
         weights.append(model.state_dict())
     for k in weights[0]:
         torch.testing.assert_close(weights[0][k], weights[1][k], rtol=0, atol=0)
@@ -103,16 +113,26 @@ def test_nonfinite_loss_stops_with_clear_message():
 
 
 def _tiny_cfg():
-    return Config(model=TINY, train=TrainConfig(ae_epochs=1, ae_batch_size=128, dnn_epochs=1, dnn_batch_size=128,
-                                                finetune_epochs=1, finetune_batch_size=128, augment=True),
-                  preset="tiny")
+    return Config(
+        model=TINY,
+        train=TrainConfig(
+            ae_epochs=1,
+            ae_batch_size=128,
+            dnn_epochs=1,
+            dnn_batch_size=128,
+            finetune_epochs=1,
+            finetune_batch_size=128,
+            augment=True,
+        ),
+        preset="tiny",
+    )
 
 
 def test_resume_after_interruption_matches_uninterrupted(tmp_path, data_dir, monkeypatch):
     quiet = dict(seed=3, data_dir=data_dir, train_limit=1000, echo=lambda m: None)
     train_run(_tiny_cfg(), tmp_path / "straight", **quiet)
 
-    import deepautodnn.runner as runner
+    import deepautodnn.training.run as runner
 
     real = runner.train_classifier
 

@@ -12,11 +12,18 @@ import pytest
 from PIL import Image
 
 from deepautodnn import cli, load_model
-from deepautodnn.inference import make_backend, run_batched
-from deepautodnn.ood_report import separation
-from deepautodnn.unknown import (
-    FUSED_SIGNALS, MODEL_SIGNALS, REFERENCE_AE_FILE, STATS_FILE, UNKNOWN_FILE, BackendCalibration, FeatureStats,
-    TwoSignalDetector, UnknownDetector, evidence_of_arrays,
+from deepautodnn.experiments.ood_report import separation
+from deepautodnn.inference.backends import make_backend, run_batched
+from deepautodnn.inference.ood import (
+    FUSED_SIGNALS,
+    MODEL_SIGNALS,
+    REFERENCE_AE_FILE,
+    STATS_FILE,
+    UNKNOWN_FILE,
+    BackendCalibration,
+    FeatureStats,
+    TwoSignalDetector,
+    UnknownDetector,
 )
 
 
@@ -69,8 +76,8 @@ def test_a_trained_run_stores_its_detector(tiny_run):
 def scored(tiny_run, data_dir):
     """Every signal and the unknown score for 1,000 test images, 150 noise arrays (28 px) and 150
     noise photos (256 px colour PNGs read through preprocessing)."""
-    from deepautodnn.data import load_fashion_mnist
-    from deepautodnn.preprocess import load_preprocessed
+    from deepautodnn.data.fashion_mnist import load_fashion_mnist
+    from deepautodnn.data.preprocess import load_preprocessed
 
     run_dir, _ = tiny_run
     det, backend = UnknownDetector.load(run_dir), make_backend(run_dir, "torch")
@@ -86,14 +93,21 @@ def scored(tiny_run, data_dir):
         out = run_batched(backend, x)
         return det.signals(out, x, evidence), det.scores(out, x, evidence, "torch")
 
-    return {"test": run(images[:1000]),
-            "noise_28px": run(rng.integers(0, 256, (150, 28, 28), dtype=np.uint8)),
-            "noise_photos": run(np.stack([p.image for p in photos]), [p.evidence for p in photos])}
+    return {
+        "test": run(images[:1000]),
+        "noise_28px": run(rng.integers(0, 256, (150, 28, 28), dtype=np.uint8)),
+        "noise_photos": run(np.stack([p.image for p in photos]), [p.evidence for p in photos]),
+    }
 
 
-@pytest.mark.parametrize("signal, noise", [*((s, "noise_28px") for s in MODEL_SIGNALS),
-                                           ("background_residual", "noise_photos"),
-                                           ("high_frequency", "noise_photos")])
+@pytest.mark.parametrize(
+    "signal, noise",
+    [
+        *((s, "noise_28px") for s in MODEL_SIGNALS),
+        ("background_residual", "noise_photos"),
+        ("high_frequency", "noise_photos"),
+    ],
+)
 def test_each_signal_separates_noise_from_test_images(scored, signal, noise):
     auroc = separation(scored["test"][0][signal], scored[noise][0][signal])["auroc"]
     assert auroc > 0.95, (signal, auroc)
@@ -123,7 +137,7 @@ def test_predict_reports_unknown_in_json_and_csv(tiny_run, tmp_path, capsys):
 @pytest.fixture(scope="module")
 def exported(tiny_run, tmp_path_factory):
     """A copy of the tiny run with an ONNX file, calibrated for torch and onnx."""
-    from deepautodnn.export import export_onnx
+    from deepautodnn.inference.export import export_onnx
 
     model_dir = tmp_path_factory.mktemp("exported") / "model"
     shutil.copytree(tiny_run[0], model_dir)
@@ -132,8 +146,8 @@ def exported(tiny_run, tmp_path_factory):
 
 
 def test_per_backend_thresholds_are_used_by_the_serving_backend(exported, data_dir):
-    from deepautodnn.service import Predictor
-    from deepautodnn.runner import calibrate_model_dir
+    from deepautodnn.serve.app import Predictor
+    from deepautodnn.training.run import calibrate_model_dir
 
     det = calibrate_model_dir(exported, data_dir=data_dir, backends=["torch", "onnx"])
     assert set(det.backends) == {"torch", "onnx"}
@@ -157,15 +171,17 @@ def test_a_backend_never_calibrated_falls_back_to_torch(exported):
 
 
 def test_an_old_two_output_onnx_file_is_a_clear_error(exported, tmp_path):
-    from deepautodnn.export import export_graph
-    from deepautodnn.inference import InferenceGraph, OnnxBackend
+    from deepautodnn.inference.backends import OnnxBackend
+    from deepautodnn.inference.export import export_graph
+    from deepautodnn.inference.graph import InferenceGraph
 
     class TwoOutputs(InferenceGraph):
         def forward(self, x):
             return super().forward(x)[:2]
 
-    path = export_graph(TwoOutputs(load_model(exported)), 28, tmp_path / "old.onnx",
-                        output_names=("probabilities", "reconstruction"))
+    path = export_graph(
+        TwoOutputs(load_model(exported)), 28, tmp_path / "old.onnx", output_names=("probabilities", "reconstruction")
+    )
     out = OnnxBackend(path).run(np.zeros((2, 28, 28), np.uint8))
     assert out.logits is None and out.features is None
     with pytest.raises(ValueError, match="export it again"):
@@ -175,8 +191,13 @@ def test_an_old_two_output_onnx_file_is_a_clear_error(exported, tmp_path):
 def test_an_old_two_signal_detector_still_loads_and_scores(tiny_run, tmp_path):
     model_dir = tmp_path / "model"
     shutil.copytree(tiny_run[0], model_dir)
-    old = {"recon_threshold": 0.02, "uncertainty_threshold": 0.5, "false_alarm_rate": 0.05,
-           "validation_false_alarm_rate": 0.049, "n_calibration": 300}
+    old = {
+        "recon_threshold": 0.02,
+        "uncertainty_threshold": 0.5,
+        "false_alarm_rate": 0.05,
+        "validation_false_alarm_rate": 0.049,
+        "n_calibration": 300,
+    }
     (model_dir / UNKNOWN_FILE).write_text(json.dumps(old))
     det = UnknownDetector.load(model_dir)
     assert isinstance(det, TwoSignalDetector)
@@ -199,7 +220,7 @@ def test_calibrate_command_rewrites_the_detector(tiny_run, data_dir, tmp_path, c
 
 
 def test_a_damaged_statistics_file_is_refused(tiny_run, tmp_path):
-    from deepautodnn.checkpoint import ModelFileError
+    from deepautodnn.errors import ModelFileError
 
     model_dir = tmp_path / "model"
     shutil.copytree(tiny_run[0], model_dir)

@@ -1,3 +1,3 @@
-from .cli import main
+from deepautodnn.cli import main
 
 raise SystemExit(main())

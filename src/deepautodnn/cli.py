@@ -8,7 +8,7 @@ import json
 import sys
 from pathlib import Path
 
-from . import __version__
+from deepautodnn.version import __version__
 
 VARIANT_NAMES = ("frozen", "finetuned", "scratch")  # ablate.VARIANTS, without importing torch for --help
 BACKENDS = ("torch", "torch-bf16", "onnx", "onnx-int8")  # inference.BACKENDS, likewise
@@ -22,9 +22,12 @@ def get_args_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="train a model on Fashion-MNIST and report on the test split")
     t.add_argument("--preset", default="fast", choices=PRESET_NAMES, help="settings to use (default: fast)")
-    t.add_argument("--data", default="fashion-mnist",
-                   help="images to train on: fashion-mnist (default), imagefolder:PATH (one sub-folder per class) "
-                        "or csv:PATH (Kaggle layout: label,pixel1..pixel784)")
+    t.add_argument(
+        "--data",
+        default="fashion-mnist",
+        help="images to train on: fashion-mnist (default), imagefolder:PATH (one sub-folder per class) "
+        "or csv:PATH (Kaggle layout: label,pixel1..pixel784)",
+    )
     t.add_argument("--data-dir", help="folder with the Fashion-MNIST IDX files (default: search, then download)")
     t.add_argument("--out", help="run directory (default: runs/PRESET-seedN)")
     t.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
@@ -33,11 +36,18 @@ def get_args_parser() -> argparse.ArgumentParser:
     t.add_argument("--dnn-epochs", type=int, help="override stage-2 (DNN on frozen encoder) epochs")
     t.add_argument("--finetune-epochs", type=int, help="override stage-3 (end-to-end) epochs; 0 turns it off")
     t.add_argument("--train-limit", type=int, help="use only the first N training images (quick tries)")
-    t.add_argument("--resume", nargs="?", const=True, metavar="RUN_DIR",
-                   help="continue the interrupted run in RUN_DIR (or --out) from its last checkpoint, with its "
-                        "own saved settings")
-    t.add_argument("--deterministic", action="store_true",
-                   help="deterministic kernels only: the same seed on the same machine gives the same weights")
+    t.add_argument(
+        "--resume",
+        nargs="?",
+        const=True,
+        metavar="RUN_DIR",
+        help="continue the interrupted run in RUN_DIR (or --out) from its last checkpoint, with its own saved settings",
+    )
+    t.add_argument(
+        "--deterministic",
+        action="store_true",
+        help="deterministic kernels only: the same seed on the same machine gives the same weights",
+    )
     t.add_argument("--quiet", action="store_true", help="do not print the report at the end")
 
     e = sub.add_parser("evaluate", help="evaluate a model directory")
@@ -51,42 +61,62 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR")
     p.add_argument("--top-k", type=int, default=3, help="classes to list per image (default: 3)")
     p.add_argument("--format", default="table", choices=["table", "json", "csv"], help="output format (default: table)")
-    p.add_argument("--backend", default="auto", choices=["auto", *BACKENDS],
-                   help="how to run the model; auto (default) takes the one `export` found fastest at equal "
-                        "accuracy, torch before any export")
+    p.add_argument(
+        "--backend",
+        default="auto",
+        choices=["auto", *BACKENDS],
+        help="how to run the model; auto (default) takes the one `export` found fastest at equal "
+        "accuracy, torch before any export",
+    )
 
     s = sub.add_parser("serve", help="HTTP prediction service with a web page (FastAPI + uvicorn)")
     s.add_argument("model_dir")
     s.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
     s.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
-    s.add_argument("--backend", default="auto", choices=["auto", *BACKENDS],
-                   help="as for predict (default: auto)")
-    s.add_argument("--token", help="require 'Authorization: Bearer TOKEN' (default: $DEEPAUTODNN_TOKEN); "
-                                   "required when binding to a non-loopback address")
+    s.add_argument("--backend", default="auto", choices=["auto", *BACKENDS], help="as for predict (default: auto)")
+    s.add_argument(
+        "--token",
+        help="require 'Authorization: Bearer TOKEN' (default: $DEEPAUTODNN_TOKEN); "
+        "required when binding to a non-loopback address",
+    )
     s.add_argument("--max-body-mb", type=float, default=10, help="largest request body in MiB (default: 10)")
-    s.add_argument("--client-timeout", type=float, default=15,
-                   help="seconds a client may take to send a request's headers, and again its body; slower "
-                        "ones are cut off (default: 15)")
+    s.add_argument(
+        "--client-timeout",
+        type=float,
+        default=15,
+        help="seconds a client may take to send a request's headers, and again its body; slower "
+        "ones are cut off (default: 15)",
+    )
 
     x = sub.add_parser("export", help="export a model directory to ONNX, checked against PyTorch")
     x.add_argument("model_dir")
     x.add_argument("--onnx", help="output file (default: MODEL_DIR/model.onnx, which --backend onnx uses)")
     x.add_argument("--data-dir", help="folder with the Fashion-MNIST IDX files (for the parity check)")
     x.add_argument("--parity-images", type=int, default=1000, help="test images for the parity check (default: 1000)")
-    x.add_argument("--calibration-images", type=int, default=1024,
-                   help="training images that set the int8 activation ranges (default: 1024)")
+    x.add_argument(
+        "--calibration-images",
+        type=int,
+        default=1024,
+        help="training images that set the int8 activation ranges (default: 1024)",
+    )
 
     c = sub.add_parser("calibrate", help="fit unknown-input detection on a model's validation split")
     c.add_argument("model_dir")
-    c.add_argument("--false-alarm-rate", type=float, default=0.05,
-                   help="share of validation images that may be flagged unknown (default: 0.05)")
+    c.add_argument(
+        "--false-alarm-rate",
+        type=float,
+        default=0.05,
+        help="share of validation images that may be flagged unknown (default: 0.05)",
+    )
     c.add_argument("--data-dir", help="folder with the Fashion-MNIST IDX files")
 
     b = sub.add_parser("baselines", help="train and test the Table IV comparators on the same split")
     b.add_argument("--only", help="comma-separated comparators (default: all; see --list)")
     b.add_argument("--list", action="store_true", help="list the comparators and exit")
     b.add_argument("--data-dir", help="folder with the Fashion-MNIST IDX files")
-    b.add_argument("--out", default="runs/baselines", help="folder for one JSON per comparator (default: runs/baselines)")
+    b.add_argument(
+        "--out", default="runs/baselines", help="folder for one JSON per comparator (default: runs/baselines)"
+    )
     b.add_argument("--train-limit", type=int, help="use only the first N training images (quick tries)")
     b.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     b.add_argument("--device", default="cpu", help="device for the torch comparators (default: cpu)")
@@ -102,10 +132,16 @@ def get_args_parser() -> argparse.ArgumentParser:
 
     a = sub.add_parser("ablate", help="frozen vs fine-tuned vs no pretraining, across label budgets and seeds")
     a.add_argument("--preset", default="fast", choices=PRESET_NAMES, help="architecture and epochs (default: fast)")
-    a.add_argument("--variants", default=",".join(VARIANT_NAMES), help="comma-separated, from frozen,finetuned,scratch (default: all)")
+    a.add_argument(
+        "--variants",
+        default=",".join(VARIANT_NAMES),
+        help="comma-separated, from frozen,finetuned,scratch (default: all)",
+    )
     a.add_argument("--labels", default="100,1000,10000,all", help="label budgets (default: 100,1000,10000,all)")
     a.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default: 0,1,2)")
-    a.add_argument("--out", default="runs/ablation", help="folder for ablation.json and ablation.md (default: runs/ablation)")
+    a.add_argument(
+        "--out", default="runs/ablation", help="folder for ablation.json and ablation.md (default: runs/ablation)"
+    )
     a.add_argument("--data-dir", help="folder with the Fashion-MNIST IDX files")
     a.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
     a.add_argument("--train-limit", type=int, help="use only the first N training images (quick tries)")
@@ -117,8 +153,11 @@ def get_args_parser() -> argparse.ArgumentParser:
     k.add_argument("--out", help="also write the JSON here")
     k.add_argument("--paper-model", help="trained `paper` model directory (default: random weights, no accuracy)")
     k.add_argument("--fast-model", help="trained `fast` model directory (default: random weights, no accuracy)")
-    k.add_argument("--time-to-accuracy", metavar="RUN_DIR",
-                   help="also train `fast` (seed 0) into RUN_DIR and time it; about 10 minutes on 2 CPU cores")
+    k.add_argument(
+        "--time-to-accuracy",
+        metavar="RUN_DIR",
+        help="also train `fast` (seed 0) into RUN_DIR and time it; about 10 minutes on 2 CPU cores",
+    )
     k.add_argument("--train-images", type=int, default=4096, help="images per timed training epoch (default: 4096)")
     k.add_argument("--seconds", type=float, default=2.0, help="timing budget per backend and batch size (default: 2)")
     k.add_argument("--batches", type=int, nargs="+", default=[1, 64, 1024], help="batch sizes (default: 1 64 1024)")
@@ -140,8 +179,8 @@ def _stderr(msg: str) -> None:
 
 
 def cmd_train(args) -> int:
-    from .config import get_preset
-    from .runner import train_run
+    from deepautodnn.config import get_preset
+    from deepautodnn.training.run import train_run
 
     cfg = get_preset(args.preset)
     for name in ("ae_epochs", "dnn_epochs", "finetune_epochs"):
@@ -157,9 +196,17 @@ def cmd_train(args) -> int:
             raise ValueError(f"--resume {args.resume} and --out {args.out} name different runs; give one")
         args.out = args.resume
     out = args.out or f"runs/{args.preset}-seed{args.seed}"
-    metrics = train_run(cfg, out, seed=args.seed, data_dir=args.data_dir, device=args.device,
-                        train_limit=args.train_limit, resume=bool(args.resume), data=args.data,
-                        deterministic=args.deterministic)
+    metrics = train_run(
+        cfg,
+        out,
+        seed=args.seed,
+        data_dir=args.data_dir,
+        device=args.device,
+        train_limit=args.train_limit,
+        resume=bool(args.resume),
+        data=args.data,
+        deterministic=args.deterministic,
+    )
     if not metrics:  # a torchrun rank other than 0: rank 0 reports
         return 0
     if not args.quiet:
@@ -169,9 +216,9 @@ def cmd_train(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from .checkpoint import load_model
-    from .evaluate import evaluate_model, metrics_markdown
-    from .runner import load_model_run_data
+    from deepautodnn.inference.evaluate import evaluate_model, metrics_markdown
+    from deepautodnn.models.serialization import load_model
+    from deepautodnn.training.run import load_model_run_data
 
     model = load_model(args.model_dir)
     data = load_model_run_data(args.model_dir, args.data_dir)  # the images and splits it trained on
@@ -188,23 +235,29 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_predict(args) -> int:
-    from .checkpoint import load_model
-    from .predict import predict_files
-    from .unknown import UNKNOWN_FILE, UnknownDetector
+    from deepautodnn.inference.ood import UNKNOWN_FILE, UnknownDetector
+    from deepautodnn.inference.predict import predict_files
+    from deepautodnn.models.serialization import load_model
 
     if args.top_k < 1:
         raise ValueError("--top-k must be >= 1")
-    from .inference import make_backend
+    from deepautodnn.inference.backends import make_backend
 
     model = load_model(args.model_dir)
     backend = make_backend(args.model_dir, args.backend)
     detector = UnknownDetector.load(args.model_dir)
     if detector is None:
-        print(f"deepautodnn: {args.model_dir} has no {UNKNOWN_FILE}; unknown-input detection is off "
-              f"(run `deepautodnn calibrate {args.model_dir}`)", file=sys.stderr)
+        print(
+            f"deepautodnn: {args.model_dir} has no {UNKNOWN_FILE}; unknown-input detection is off "
+            f"(run `deepautodnn calibrate {args.model_dir}`)",
+            file=sys.stderr,
+        )
     elif detector.calibration_for(backend.name)[0] != backend.name:
-        print(f"deepautodnn: unknown-input detection was not calibrated for the {backend.name} backend; using "
-              f"torch's thresholds (run `deepautodnn calibrate {args.model_dir}` to fit its own)", file=sys.stderr)
+        print(
+            f"deepautodnn: unknown-input detection was not calibrated for the {backend.name} backend; using "
+            f"torch's thresholds (run `deepautodnn calibrate {args.model_dir}` to fit its own)",
+            file=sys.stderr,
+        )
     report = predict_files(model, args.inputs, top_k=args.top_k, detector=detector, backend=backend)
     for err in report.errors:
         print(f"deepautodnn: skipped {err['error']}", file=sys.stderr)
@@ -234,22 +287,28 @@ def cmd_serve(args) -> int:
 
     import uvicorn
 
-    from .service import create_app, is_loopback, slow_client_protocol
+    from deepautodnn.serve.app import create_app, is_loopback, slow_client_protocol
 
     token = args.token or os.environ.get("DEEPAUTODNN_TOKEN") or None
     if not is_loopback(args.host) and not token:
-        raise ValueError(f"binding to {args.host} exposes the service beyond this machine; "
-                         "set --token or DEEPAUTODNN_TOKEN")
+        raise ValueError(
+            f"binding to {args.host} exposes the service beyond this machine; set --token or DEEPAUTODNN_TOKEN"
+        )
     if args.max_body_mb <= 0 or args.client_timeout <= 0:
         raise ValueError("--max-body-mb and --client-timeout must be > 0")
-    from .checkpoint import load_config
+    from deepautodnn.models.serialization import load_config
 
     load_config(args.model_dir)  # fail now, with a clear message, if the directory is not a model
-    from .inference import make_backend
+    from deepautodnn.inference.backends import make_backend
 
     make_backend(args.model_dir, args.backend)  # likewise for a missing or broken ONNX file
-    app = create_app(args.model_dir, backend=args.backend, token=token, max_body_bytes=int(args.max_body_mb * 2**20),
-                     client_timeout_s=args.client_timeout)
+    app = create_app(
+        args.model_dir,
+        backend=args.backend,
+        token=token,
+        max_body_bytes=int(args.max_body_mb * 2**20),
+        client_timeout_s=args.client_timeout,
+    )
     uvicorn.run(app, host=args.host, port=args.port, log_level="info", http=slow_client_protocol(args.client_timeout))
     return 0
 
@@ -257,19 +316,19 @@ def cmd_serve(args) -> int:
 def cmd_export(args) -> int:
     import numpy as np
 
-    from .checkpoint import load_config
-    from .data import DataError
-    from .export import export_onnx, onnx_parity, quantize_int8, select_backend
-    from .inference import INT8_ONNX_FILE
-    from .runner import load_model_run_data
-    from .unknown import UNKNOWN_FILE, UnknownDetector
+    from deepautodnn.data.fashion_mnist import DataError
+    from deepautodnn.inference.export import export_onnx, onnx_parity, quantize_int8, select_backend
+    from deepautodnn.inference.names import INT8_ONNX_FILE
+    from deepautodnn.inference.ood import UNKNOWN_FILE, UnknownDetector
+    from deepautodnn.models.serialization import load_config
+    from deepautodnn.training.run import load_model_run_data
 
     if args.parity_images < 1 or args.calibration_images < 1:
         raise ValueError("--parity-images and --calibration-images must be >= 1")
     path = export_onnx(args.model_dir, args.onnx)
     try:
         run_data = load_model_run_data(args.model_dir, args.data_dir)
-        images = run_data.test_images[:args.parity_images]
+        images = run_data.test_images[: args.parity_images]
     except DataError as err:  # the training data is not here: check on random images instead
         print(f"deepautodnn: parity on random images, no int8 file and no backend choice ({err})", file=sys.stderr)
         run_data = None
@@ -283,40 +342,48 @@ def cmd_export(args) -> int:
         return 1
     if run_data is not None and args.onnx is None:
         # int8 ranges come from training images; the keep-or-drop choice from validation images.
-        calibration = run_data.images[run_data.train_idx[:args.calibration_images]]
+        calibration = run_data.images[run_data.train_idx[: args.calibration_images]]
         out["onnx_int8"] = str(quantize_int8(path, Path(args.model_dir) / INT8_ONNX_FILE, calibration))
         record = select_backend(args.model_dir, run_data.images[run_data.val_idx], run_data.labels[run_data.val_idx])
         out["backend"] = {"chosen": record["chosen"], "backends": record["backends"]}
         if (Path(args.model_dir) / UNKNOWN_FILE).exists():  # the new files get thresholds of their own
-            from .runner import calibrate_model_dir
+            from deepautodnn.training.run import calibrate_model_dir
 
-            det = calibrate_model_dir(args.model_dir, data_dir=args.data_dir,
-                                      false_alarm_rate=UnknownDetector.load(args.model_dir).false_alarm_rate,
-                                      echo=_stderr)
+            det = calibrate_model_dir(
+                args.model_dir,
+                data_dir=args.data_dir,
+                false_alarm_rate=UnknownDetector.load(args.model_dir).false_alarm_rate,
+                echo=_stderr,
+            )
             out["unknown_calibrated_for"] = sorted(det.backends)
     print(json.dumps(out, indent=2))
     return 0
 
 
 def cmd_calibrate(args) -> int:
-    from .unknown import UNKNOWN_FILE
-    from .runner import calibrate_model_dir
+    from deepautodnn.inference.ood import UNKNOWN_FILE
+    from deepautodnn.training.run import calibrate_model_dir
 
     if not 0 < args.false_alarm_rate < 1:
         raise ValueError(f"--false-alarm-rate must be between 0 and 1, got {args.false_alarm_rate}")
 
-    det = calibrate_model_dir(args.model_dir, data_dir=args.data_dir, false_alarm_rate=args.false_alarm_rate,
-                              echo=_stderr)
+    det = calibrate_model_dir(
+        args.model_dir, data_dir=args.data_dir, false_alarm_rate=args.false_alarm_rate, echo=_stderr
+    )
     for name, cal in det.backends.items():
-        rates = ", ".join(f"{rate * 100:.1f}% of the {subset}" for subset, rate in cal.validation_false_alarm_rate.items())
-        print(f"{name}: threshold {cal.threshold:.3f} on the fused score; flags {rates} "
-              f"({cal.n_calibration} validation images and photos of them)")
+        rates = ", ".join(
+            f"{rate * 100:.1f}% of the {subset}" for subset, rate in cal.validation_false_alarm_rate.items()
+        )
+        print(
+            f"{name}: threshold {cal.threshold:.3f} on the fused score; flags {rates} "
+            f"({cal.n_calibration} validation images and photos of them)"
+        )
     print(f"-> {Path(args.model_dir) / UNKNOWN_FILE}")
     return 0
 
 
 def cmd_baselines(args) -> int:
-    from .baselines import COMPARATORS, parse_only, run_baselines
+    from deepautodnn.experiments.baselines import COMPARATORS, parse_only, run_baselines
 
     if args.list:
         for comp in COMPARATORS.values():
@@ -325,26 +392,42 @@ def cmd_baselines(args) -> int:
     names = parse_only(args.only)
     if args.train_limit is not None and args.train_limit < 100:
         raise ValueError("--train-limit must be at least 100 images")
-    results = run_baselines(args.out, names, data_dir=args.data_dir, train_limit=args.train_limit,
-                            seed=args.seed, device=args.device, echo=lambda m: print(m, file=sys.stderr, flush=True))
+    results = run_baselines(
+        args.out,
+        names,
+        data_dir=args.data_dir,
+        train_limit=args.train_limit,
+        seed=args.seed,
+        device=args.device,
+        echo=lambda m: print(m, file=sys.stderr, flush=True),
+    )
     print("| comparator | test accuracy | paper | train s | predict s |")
     print("|---|---:|---:|---:|---:|")
     for r in results.values():
         paper = f"{r['paper_accuracy'] * 100:.2f}%" if r["paper_accuracy"] is not None else "—"
-        print(f"| {r['title']} | {r['accuracy'] * 100:.2f}% | {paper} | {r['train_seconds']:.1f} | "
-              f"{r['predict_seconds']:.1f} |")
+        print(
+            f"| {r['title']} | {r['accuracy'] * 100:.2f}% | {paper} | {r['train_seconds']:.1f} | "
+            f"{r['predict_seconds']:.1f} |"
+        )
     print(f"results -> {args.out}", file=sys.stderr)
     return 0
 
 
 def cmd_report(args) -> int:
-    from .report import write_paper_report
+    from deepautodnn.experiments.report import write_paper_report
 
     if args.repeats < 1:
         raise ValueError("--repeats must be >= 1")
     formats = ("md", "html") if args.format == "both" else (args.format,)
-    paths = write_paper_report(args.run_dir, args.out, formats, baselines_dir=args.baselines,
-                               ablation_dir=args.ablations, data_dir=args.data_dir, timing_repeats=args.repeats)
+    paths = write_paper_report(
+        args.run_dir,
+        args.out,
+        formats,
+        baselines_dir=args.baselines,
+        ablation_dir=args.ablations,
+        data_dir=args.data_dir,
+        timing_repeats=args.repeats,
+    )
     for path in paths:
         print(path)
     return 0
@@ -361,8 +444,8 @@ def _int_list(text: str, flag: str) -> list[int]:
 
 
 def cmd_ablate(args) -> int:
-    from .ablate import VARIANTS, parse_labels, run_ablation
-    from .config import get_preset
+    from deepautodnn.config import get_preset
+    from deepautodnn.experiments.ablation import VARIANTS, parse_labels, run_ablation
 
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     unknown = [v for v in variants if v not in VARIANTS]
@@ -372,24 +455,38 @@ def cmd_ablate(args) -> int:
     if args.train_limit is not None and args.train_limit < 200:
         raise ValueError("--train-limit must be at least 200 images")
     deadline = args.deadline_minutes * 60 if args.deadline_minutes else None
-    state = run_ablation(get_preset(args.preset), args.out, seeds=seeds, variants=variants,
-                         label_budgets=parse_labels(args.labels), data_dir=args.data_dir, device=args.device,
-                         train_limit=args.train_limit, deadline_seconds=deadline,
-                         echo=lambda m: print(m, file=sys.stderr, flush=True))
+    state = run_ablation(
+        get_preset(args.preset),
+        args.out,
+        seeds=seeds,
+        variants=variants,
+        label_budgets=parse_labels(args.labels),
+        data_dir=args.data_dir,
+        device=args.device,
+        train_limit=args.train_limit,
+        deadline_seconds=deadline,
+        echo=lambda m: print(m, file=sys.stderr, flush=True),
+    )
     print(Path(args.out, "ablation.md").read_text())
     print(f"{len(state['rows'])} rows -> {args.out}", file=sys.stderr)
     return 0
 
 
 def cmd_bench(args) -> int:
-    from .bench import bench_markdown, run_bench
-    from .checkpoint import atomic_write_json
+    from deepautodnn.experiments.bench import bench_markdown, run_bench
+    from deepautodnn.utils.files import atomic_write_json
 
     if args.train_images < 64 or args.seconds <= 0 or min(args.batches) < 1:
         raise ValueError("--train-images must be >= 64, --seconds > 0 and every batch size >= 1")
-    result = run_bench(args.what, data_dir=args.data_dir, models={"paper": args.paper_model, "fast": args.fast_model},
-                       train_images=args.train_images, time_to_accuracy_dir=args.time_to_accuracy,
-                       seconds_per_batch=args.seconds, batches=tuple(args.batches))
+    result = run_bench(
+        args.what,
+        data_dir=args.data_dir,
+        models={"paper": args.paper_model, "fast": args.fast_model},
+        train_images=args.train_images,
+        time_to_accuracy_dir=args.time_to_accuracy,
+        seconds_per_batch=args.seconds,
+        batches=tuple(args.batches),
+    )
     result["command"] = "deepautodnn " + " ".join(sys.argv[1:]) if sys.argv[0].endswith("deepautodnn") else None
     if args.out:
         atomic_write_json(args.out, result)
@@ -398,7 +495,7 @@ def cmd_bench(args) -> int:
 
 
 def cmd_preprocess(args) -> int:
-    from .preprocess import load_preprocessed, save_steps_figure
+    from deepautodnn.data.preprocess import load_preprocessed, save_steps_figure
 
     if not 8 <= args.size <= 1024:
         raise ValueError("--size must be between 8 and 1024")
@@ -409,16 +506,27 @@ def cmd_preprocess(args) -> int:
         from PIL import Image
 
         Image.fromarray(prepared.image).save(args.out, format="PNG")
-    print(json.dumps({"image": args.image, "size": args.size, "evidence": prepared.evidence,
-                      "steps": [name for name, _ in prepared.steps], "steps_png": args.steps, "out": args.out}, indent=2))
+    print(
+        json.dumps(
+            {
+                "image": args.image,
+                "size": args.size,
+                "evidence": prepared.evidence,
+                "steps": [name for name, _ in prepared.steps],
+                "steps_png": args.steps,
+                "out": args.out,
+            },
+            indent=2,
+        )
+    )
     return 0
 
 
 def cmd_info(args) -> int:
     import numpy
 
-    from .data import find_fashion_mnist
-    from .system import machine_info
+    from deepautodnn.data.fashion_mnist import find_fashion_mnist
+    from deepautodnn.utils.runtime import machine_info
 
     found = find_fashion_mnist(args.data_dir)
     machine = machine_info()
@@ -436,16 +544,25 @@ def cmd_info(args) -> int:
 
 
 COMMANDS = {
-    "train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "serve": cmd_serve,
-    "export": cmd_export, "calibrate": cmd_calibrate,
-    "baselines": cmd_baselines, "report": cmd_report, "ablate": cmd_ablate, "bench": cmd_bench, "preprocess": cmd_preprocess, "info": cmd_info,
+    "train": cmd_train,
+    "evaluate": cmd_evaluate,
+    "predict": cmd_predict,
+    "serve": cmd_serve,
+    "export": cmd_export,
+    "calibrate": cmd_calibrate,
+    "baselines": cmd_baselines,
+    "report": cmd_report,
+    "ablate": cmd_ablate,
+    "bench": cmd_bench,
+    "preprocess": cmd_preprocess,
+    "info": cmd_info,
 }
 
 
 def main(argv=None) -> int:
     args = get_args_parser().parse_args(argv)
-    from .errors import DeepAutoDNNError
-    from .training_state import TrainingInterrupted
+    from deepautodnn.errors import DeepAutoDNNError
+    from deepautodnn.training.state import TrainingInterrupted
 
     try:
         return COMMANDS[args.command](args)

@@ -11,9 +11,21 @@ import dataclasses
 import math
 from dataclasses import dataclass, field
 
-from .data import CLASS_NAMES
-from .errors import DeepAutoDNNError
+from deepautodnn.errors import DeepAutoDNNError
 
+# Table II of the paper, in label order.
+CLASS_NAMES = (
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+)
 
 STAGES = ("ae", "dnn", "finetune")  # in the order they train; each has its epochs, batch size and rate below
 
@@ -42,10 +54,14 @@ _TYPE_CHECKS = {
     "bool": (lambda v: isinstance(v, bool), "true or false"),
     "str": (lambda v: isinstance(v, str), "a string"),
     "tuple[int, ...]": (lambda v: isinstance(v, (list, tuple)) and all(map(_is_int, v)), "a list of whole numbers"),
-    "tuple[bool, ...]": (lambda v: isinstance(v, (list, tuple)) and all(isinstance(b, bool) for b in v),
-                         "a list of true/false"),
-    "tuple[str, ...]": (lambda v: isinstance(v, (list, tuple)) and all(isinstance(s, str) for s in v),
-                        "a list of strings"),
+    "tuple[bool, ...]": (
+        lambda v: isinstance(v, (list, tuple)) and all(isinstance(b, bool) for b in v),
+        "a list of true/false",
+    ),
+    "tuple[str, ...]": (
+        lambda v: isinstance(v, (list, tuple)) and all(isinstance(s, str) for s in v),
+        "a list of strings",
+    ),
 }
 
 
@@ -85,15 +101,21 @@ class ModelConfig:
         _require(self.in_channels == 1, f"in_channels must be 1 (grayscale), got {self.in_channels}")
         _require(1 <= len(self.encoder_channels) <= 8, "encoder_channels needs 1-8 blocks")
         _require(all(1 <= c <= 4096 for c in self.encoder_channels), "encoder_channels must each be 1-4096")
-        _require(len(self.encoder_channels) == len(self.encoder_pool),
-                 "encoder_channels and encoder_pool must have the same length")
+        _require(
+            len(self.encoder_channels) == len(self.encoder_pool),
+            "encoder_channels and encoder_pool must have the same length",
+        )
         _require(1 <= self.encoder_convs_per_block <= 8, "encoder_convs_per_block must be 1-8")
-        _require(len(self.dnn_hidden) <= 32 and all(1 <= h <= 65536 for h in self.dnn_hidden),
-                 "dnn_hidden takes at most 32 layers of 1-65536 units")
+        _require(
+            len(self.dnn_hidden) <= 32 and all(1 <= h <= 65536 for h in self.dnn_hidden),
+            "dnn_hidden takes at most 32 layers of 1-65536 units",
+        )
         _require(0 <= self.ae_dropout < 1 and 0 <= self.dnn_dropout < 1, "dropout rates must be in [0, 1)")
         _require(2 <= len(self.class_names) <= 100_000, "class_names needs at least 2 classes")
-        _require(self.image_size % (2 ** sum(self.encoder_pool)) == 0,
-                 f"image_size {self.image_size} is not divisible by the pooling")
+        _require(
+            self.image_size % (2 ** sum(self.encoder_pool)) == 0,
+            f"image_size {self.image_size} is not divisible by the pooling",
+        )
 
     @property
     def num_classes(self) -> int:
@@ -144,12 +166,16 @@ class TrainConfig:
             _require(0 <= epochs <= 100_000, f"{stage}_epochs must be 0-100000, got {epochs}")
             _require(1 <= batch <= 2**20, f"{stage}_batch_size must be 1-1048576, got {batch}")
             _require(0 < lr <= 10, f"{stage}_lr must be in (0, 10], got {lr}")
-        _require(self.schedule in ("constant", "onecycle"), f"schedule must be constant or onecycle, got {self.schedule!r}")
+        _require(
+            self.schedule in ("constant", "onecycle"), f"schedule must be constant or onecycle, got {self.schedule!r}"
+        )
         _require(0 <= self.weight_decay <= 1, "weight_decay must be in [0, 1]")
         _require(0 <= self.label_smoothing < 1, "label_smoothing must be in [0, 1)")
         _require(0 <= self.erase_prob <= 1, "erase_prob must be in [0, 1]")
         _require(self.val_size >= 0 and self.cache_features_gib >= 0, "val_size and cache_features_gib must be >= 0")
-        _require(0 <= self.unknown_ae_epochs <= 100_000, f"unknown_ae_epochs must be 0-100000, got {self.unknown_ae_epochs}")
+        _require(
+            0 <= self.unknown_ae_epochs <= 100_000, f"unknown_ae_epochs must be 0-100000, got {self.unknown_ae_epochs}"
+        )
 
 
 @dataclass
@@ -162,7 +188,7 @@ class Config:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Config":
+    def from_dict(cls, d: dict) -> Config:
         """A config from parsed JSON, every field checked; raises ConfigError naming the bad one."""
         _require(isinstance(d, dict), "a config must be a JSON object")
         preset = d.get("preset", "custom")
@@ -218,8 +244,14 @@ def _best() -> Config:
     # channels, a 256x7x7 code), five autoencoder epochs, then 60 fine-tuning epochs with random
     # erasing on top of the shifts and flips. Not the paper's network; see README for its status.
     cfg = _fast()
-    cfg.model = dataclasses.replace(cfg.model, encoder_channels=(64, 128, 256), encoder_convs_per_block=2,
-                                    ae_dropout=0.1, dnn_hidden=(512,), dnn_dropout=0.5)
+    cfg.model = dataclasses.replace(
+        cfg.model,
+        encoder_channels=(64, 128, 256),
+        encoder_convs_per_block=2,
+        ae_dropout=0.1,
+        dnn_hidden=(512,),
+        dnn_dropout=0.5,
+    )
     cfg.train = dataclasses.replace(cfg.train, ae_epochs=5, finetune_epochs=60, finetune_lr=2e-3, erase_prob=0.5)
     cfg.preset = "best"
     return cfg

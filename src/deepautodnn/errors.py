@@ -5,6 +5,21 @@ Each subclass lives beside the code that raises it (`data.DataError`, `preproces
 command line prints it as it is, without a traceback. Anything else escaping is a bug.
 """
 
+from pathlib import Path
+
 
 class DeepAutoDNNError(Exception):
     """A problem with the user's input, files or machine, explained in the message."""
+
+
+class ModelFileError(DeepAutoDNNError, ValueError):
+    """A model directory or file is missing or unusable. The message names the file."""
+
+
+class WriteError(DeepAutoDNNError, OSError):
+    """A file could not be written (full disk, no permission, ...); the earlier file is intact.
+
+    Raised as WriteError(errno, strerror, path), like the OSError it replaces."""
+
+    def __str__(self) -> str:
+        return f"cannot write {self.filename}: {self.strerror}; any earlier {Path(self.filename).name} is intact"

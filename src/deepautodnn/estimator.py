@@ -42,9 +42,16 @@ class DeepAutoDNNClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         "cpu", "cuda" or "auto".
     """
 
-    def __init__(self, preset: str = "fast", ae_epochs: int | None = None, dnn_epochs: int | None = None,
-                 finetune_epochs: int | None = None, validation_fraction: float = 0.1, random_state: int = 0,
-                 device: str = "cpu"):
+    def __init__(
+        self,
+        preset: str = "fast",
+        ae_epochs: int | None = None,
+        dnn_epochs: int | None = None,
+        finetune_epochs: int | None = None,
+        validation_fraction: float = 0.1,
+        random_state: int = 0,
+        device: str = "cpu",
+    ):
         self.preset = preset
         self.ae_epochs = ae_epochs
         self.dnn_epochs = dnn_epochs
@@ -70,18 +77,18 @@ class DeepAutoDNNClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         x = np.clip(np.rint(x * 255.0), 0, 255).astype(np.uint8)
         side = self.image_side_
         padded = np.zeros((len(x), side * side), np.uint8)
-        padded[:, :x.shape[1]] = x
+        padded[:, : x.shape[1]] = x
         return torch.from_numpy(padded.reshape(-1, 1, side, side))
 
     # --- scikit-learn API ---------------------------------------------------------------------
 
     def fit(self, X, y):
-        from .config import get_preset
-        from .data import train_val_split
-        from .models import DeepAutoDNN
-        from .train import (
-            TrainingData, seed_everything, select_device, stage_plan, train_autoencoder, train_classifier,
-        )
+        from deepautodnn.config import get_preset
+        from deepautodnn.data.fashion_mnist import train_val_split
+        from deepautodnn.data.transforms import TrainingData
+        from deepautodnn.models.hybrid import DeepAutoDNN
+        from deepautodnn.training.stages import stage_plan, train_autoencoder, train_classifier
+        from deepautodnn.utils.runtime import seed_everything, select_device
 
         if y is None:
             raise ValueError(f"{type(self).__name__} requires y to be passed, but the target y is None")
@@ -98,7 +105,7 @@ class DeepAutoDNNClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
                 setattr(cfg.train, name, int(getattr(self, name)))
         self.image_side_ = _side_for(X.shape[1], 2 ** sum(cfg.model.encoder_pool))
         cfg.model.image_size = self.image_side_
-        if X.shape[1] != self.image_side_ ** 2:
+        if X.shape[1] != self.image_side_**2:
             cfg.train.augment = False  # padded rows are not pictures: shifts and flips would scramble them
         cfg.model.class_names = tuple(str(c) for c in self.classes_)
         images = self._to_images(X)
@@ -112,11 +119,13 @@ class DeepAutoDNNClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         small = max(16, len(train_idx) // 8)
         t = cfg.train
         t.ae_batch_size, t.dnn_batch_size, t.finetune_batch_size = (
-            min(b, small) for b in (t.ae_batch_size, t.dnn_batch_size, t.finetune_batch_size))
+            min(b, small) for b in (t.ae_batch_size, t.dnn_batch_size, t.finetune_batch_size)
+        )
         dev = select_device(self.device)
         labels = torch.from_numpy(y_idx.astype(np.int64))
-        data = TrainingData(images[train_idx].to(dev), labels[train_idx].to(dev),
-                            images[val_idx].to(dev), labels[val_idx].to(dev))
+        data = TrainingData(
+            images[train_idx].to(dev), labels[train_idx].to(dev), images[val_idx].to(dev), labels[val_idx].to(dev)
+        )
         seed_everything(self.random_state)
         model = DeepAutoDNN(cfg.model)
         if cfg.train.channels_last:

@@ -15,10 +15,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from deepautodnn import distributed
 from deepautodnn.config import ModelConfig, TrainConfig
-from deepautodnn.models import DeepAutoDNN
-from deepautodnn.train import seed_everything, to_device_data, train_classifier
+from deepautodnn.data.transforms import to_device_data
+from deepautodnn.models.hybrid import DeepAutoDNN
+from deepautodnn.training import distributed
+from deepautodnn.training.stages import train_classifier
+from deepautodnn.utils.runtime import seed_everything
 
 
 def flat_params(module) -> torch.Tensor:
@@ -32,10 +34,19 @@ def main(out: Path) -> None:
     labels = rng.integers(0, 10, 320)
     data = to_device_data(images, labels, np.arange(256), np.arange(256, 320), "cpu")
     seed_everything(0)
-    model = DeepAutoDNN(ModelConfig(encoder_channels=(4, 8), encoder_pool=(True, True), ae_dropout=0.0,
-                                    dnn_hidden=(32, 16), dnn_dropout=0.0))
-    tcfg = TrainConfig(finetune_epochs=2, finetune_batch_size=32, dnn_epochs=3, dnn_batch_size=32,
-                       keep_best_epoch=False, schedule="onecycle")
+    model = DeepAutoDNN(
+        ModelConfig(
+            encoder_channels=(4, 8), encoder_pool=(True, True), ae_dropout=0.0, dnn_hidden=(32, 16), dnn_dropout=0.0
+        )
+    )
+    tcfg = TrainConfig(
+        finetune_epochs=2,
+        finetune_batch_size=32,
+        dnn_epochs=3,
+        dnn_batch_size=32,
+        keep_best_epoch=False,
+        schedule="onecycle",
+    )
     mismatches, steps = [], []
 
     def check_identical(step: int) -> None:
@@ -51,8 +62,17 @@ def main(out: Path) -> None:
     log = lambda row: None  # noqa: E731
     train_classifier(model, data, tcfg, stage="dnn", seed=0, device=torch.device("cpu"), log=log, ctx=ctx)
     dnn_weights = flat_params(model.classifier).numpy()
-    train_classifier(model, data, tcfg, stage="finetune", seed=0, device=torch.device("cpu"), log=log,
-                     ctx=ctx, on_step=check_identical)
+    train_classifier(
+        model,
+        data,
+        tcfg,
+        stage="finetune",
+        seed=0,
+        device=torch.device("cpu"),
+        log=log,
+        ctx=ctx,
+        on_step=check_identical,
+    )
     if ctx.is_main:
         out.mkdir(parents=True, exist_ok=True)
         np.save(out / f"dnn-world{ctx.world_size}.npy", dnn_weights)

@@ -33,13 +33,13 @@ import numpy as np
 from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 
-from deepautodnn.checkpoint import CONFIG_FILE, config_to_json, load_config, load_weights, save_weights
 from deepautodnn.config import Config, ModelConfig, get_preset
-from deepautodnn.data import parse_idx, read_idx
+from deepautodnn.data.fashion_mnist import parse_idx, read_idx
+from deepautodnn.data.preprocess import load_image
+from deepautodnn.data.sources import load_csv, load_image_folder
 from deepautodnn.errors import DeepAutoDNNError
-from deepautodnn.models import DeepAutoDNN
-from deepautodnn.preprocess import load_image
-from deepautodnn.sources import load_csv, load_image_folder
+from deepautodnn.models.hybrid import DeepAutoDNN
+from deepautodnn.models.serialization import CONFIG_FILE, config_to_json, load_config, load_weights, save_weights
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from conftest import idx_bytes  # noqa: E402  (the suite's own IDX writer, independent of the reader)
@@ -72,7 +72,7 @@ def mutated(draw, samples: list[bytes]) -> bytes:
         elif kind == "insert":
             data[at:at] = draw(st.binary(min_size=1, max_size=16))
         elif kind == "cut":
-            del data[at:at + draw(st.integers(1, 64))]
+            del data[at : at + draw(st.integers(1, 64))]
     return bytes(data)
 
 
@@ -81,6 +81,7 @@ def fuzzed(samples: list[bytes]):
 
 
 # --- valid samples -------------------------------------------------------------------------------
+
 
 def idx_samples() -> list[bytes]:
     images = np.arange(3 * 4 * 4, dtype=np.uint8).reshape(3, 4, 4)
@@ -94,9 +95,17 @@ def image_samples() -> list[bytes]:
     rng = np.random.default_rng(0)
     grey = Image.fromarray(rng.integers(0, 256, (12, 9), dtype=np.uint8))
     out = []
-    for img, fmt in [(grey, "PNG"), (grey.convert("RGB"), "JPEG"), (grey.convert("RGBA"), "PNG"),
-                     (grey.convert("P"), "GIF"), (grey, "BMP"), (grey.convert("RGB"), "TIFF"),
-                     (grey.convert("RGB"), "WEBP"), (grey.convert("I;16"), "PNG"), (grey.convert("F"), "TIFF")]:
+    for img, fmt in [
+        (grey, "PNG"),
+        (grey.convert("RGB"), "JPEG"),
+        (grey.convert("RGBA"), "PNG"),
+        (grey.convert("P"), "GIF"),
+        (grey, "BMP"),
+        (grey.convert("RGB"), "TIFF"),
+        (grey.convert("RGB"), "WEBP"),
+        (grey.convert("I;16"), "PNG"),
+        (grey.convert("F"), "TIFF"),
+    ]:
         buf = io.BytesIO()
         img.save(buf, fmt)
         out.append(buf.getvalue())
@@ -117,6 +126,7 @@ def config_samples() -> list[bytes]:
 
 
 # --- targets -------------------------------------------------------------------------------------
+
 
 def target_idx(data: bytes, workdir: Path) -> None:
     _record(lambda: parse_idx(data, "fuzzed"))
@@ -140,7 +150,7 @@ def target_imagefolder(data: bytes, workdir: Path) -> None:
     # file" path and the "a class has no readable image" path get exercised.
     root = Path(tempfile.mkdtemp(dir=workdir))
     good = FOLDER_GOOD_IMAGE
-    for k, chunk in enumerate((data[: len(data) // 2], data[len(data) // 2:])):
+    for k, chunk in enumerate((data[: len(data) // 2], data[len(data) // 2 :])):
         (root / f"class{k}").mkdir()
         (root / f"class{k}" / "fuzzed.png").write_bytes(chunk)
         if len(data) % 3:  # most cases; the rest have only the fuzzed file
@@ -203,7 +213,7 @@ def weights_samples() -> list[bytes]:
 
 
 def target_weights(data: bytes, workdir: Path) -> None:
-    from deepautodnn.checkpoint import write_with_checksum
+    from deepautodnn.utils.files import write_with_checksum
 
     path = workdir / "w.safetensors"
     write_with_checksum(path, data)  # a checksum that matches: only the parser stands guard
@@ -255,8 +265,13 @@ def main() -> int:
     signal.signal(signal.SIGALRM, hung)
 
     @seed(args.seed)
-    @settings(max_examples=args.examples, deadline=DEADLINE_MS, database=None, derandomize=False,
-              suppress_health_check=list(HealthCheck))
+    @settings(
+        max_examples=args.examples,
+        deadline=DEADLINE_MS,
+        database=None,
+        derandomize=False,
+        suppress_health_check=list(HealthCheck),
+    )
     @given(inputs)
     def run(data) -> None:
         outcomes["cases"] += 1
@@ -269,8 +284,17 @@ def main() -> int:
     start = time.perf_counter()
     run()
     cases = outcomes.pop("cases")
-    print(json.dumps({"target": args.target, "cases": cases, "seed": args.seed, "outcomes": dict(outcomes),
-                      "seconds": round(time.perf_counter() - start, 1)}))
+    print(
+        json.dumps(
+            {
+                "target": args.target,
+                "cases": cases,
+                "seed": args.seed,
+                "outcomes": dict(outcomes),
+                "seconds": round(time.perf_counter() - start, 1),
+            }
+        )
+    )
     return 0
 
 

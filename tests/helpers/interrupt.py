@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from deepautodnn.training_state import Checkpointer
+from deepautodnn.training.state import Checkpointer
 
 PAUSING_TRAIN = Path(__file__).parent / "train_with_pause.py"
 
@@ -45,11 +45,11 @@ def interrupt(args: list[str], run: Path, what: Interruption, workdir: Path, tim
     marker.unlink(missing_ok=True)
     before = set(checkpoint_names(run)) if run.exists() else set()
     env = {**os.environ, "PAUSE_AT": what.pause_at, "PAUSE_MARKER": str(marker)}
-    proc = subprocess.Popen([sys.executable, str(PAUSING_TRAIN), *args], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, str(PAUSING_TRAIN), *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     deadline = time.monotonic() + timeout
-    ready = marker.exists if what.how.startswith("mid-save") else (
-        lambda: bool(set(checkpoint_names(run)) - before))
+    ready = marker.exists if what.how.startswith("mid-save") else (lambda: bool(set(checkpoint_names(run)) - before))
     while not ready() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.01)
     if proc.poll() is None and not what.how.startswith("mid-save"):
@@ -62,8 +62,13 @@ def interrupt(args: list[str], run: Path, what: Interruption, workdir: Path, tim
     except subprocess.TimeoutExpired:
         proc.kill()
         _, err = proc.communicate()
-    record = {"how": what.how, "signal": signal.Signals(what.signal).name, "ended_before_signal": ended_early,
-              "exit_code": proc.returncode, "stderr_tail": err[-1500:]}
+    record = {
+        "how": what.how,
+        "signal": signal.Signals(what.signal).name,
+        "ended_before_signal": ended_early,
+        "exit_code": proc.returncode,
+        "stderr_tail": err[-1500:],
+    }
     names = Checkpointer(run / "checkpoints").complete()
     if names:
         state = Checkpointer(run / "checkpoints").load(names[-1])  # raises if the newest one is damaged

@@ -20,8 +20,11 @@ def running_server(model_dir, *serve_args: str, ready_timeout: float = 60.0):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    server = subprocess.Popen([sys.executable, "-m", "deepautodnn", "serve", str(model_dir), "--port", str(port),
-                               *serve_args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "deepautodnn", "serve", str(model_dir), "--port", str(port), *serve_args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     try:
         deadline = time.monotonic() + ready_timeout
         while True:
@@ -30,7 +33,9 @@ def running_server(model_dir, *serve_args: str, ready_timeout: float = 60.0):
                     break
             except OSError:
                 if server.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("server did not become ready: " + server.stderr.read().decode()[-2000:])
+                    raise RuntimeError(
+                        "server did not become ready: " + server.stderr.read().decode()[-2000:]
+                    ) from None
                 time.sleep(0.1)
         yield server, port
     finally:
@@ -43,17 +48,25 @@ def running_server(model_dir, *serve_args: str, ready_timeout: float = 60.0):
 
 def multipart_body(files: list[bytes]) -> bytes:
     """A multipart/form-data body with each of `files` in the field "files"."""
-    parts = b"".join(f"--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"files\"; filename=\"f{i}.png\"\r\n"
-                     f"Content-Type: image/png\r\n\r\n".encode() + data + b"\r\n" for i, data in enumerate(files))
+    parts = b"".join(
+        f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="files"; filename="f{i}.png"\r\n'
+        f"Content-Type: image/png\r\n\r\n".encode()
+        + data
+        + b"\r\n"
+        for i, data in enumerate(files)
+    )
     return parts + f"--{BOUNDARY}--\r\n".encode()
 
 
-def http_request(path: str, body: bytes, content_type: str | None = None, method: str = "POST",
-                 length: int | None = None) -> bytes:
+def http_request(
+    path: str, body: bytes, content_type: str | None = None, method: str = "POST", length: int | None = None
+) -> bytes:
     """One request's bytes; `length` declares a Content-Length other than the body's (to lie)."""
     content_type = content_type or f"multipart/form-data; boundary={BOUNDARY}"
-    head = (f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: {content_type}\r\n"
-            f"Content-Length: {len(body) if length is None else length}\r\n\r\n")
+    head = (
+        f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: {content_type}\r\n"
+        f"Content-Length: {len(body) if length is None else length}\r\n\r\n"
+    )
     return head.encode() + body
 
 

@@ -54,7 +54,9 @@ def _bomb_png() -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
     header = struct.pack(">IIBBBBB", 100_000, 100_000, 8, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+    )
 
 
 def build_requests(pngs: list[bytes], rng: random.Random) -> dict[str, list]:
@@ -70,7 +72,9 @@ def build_requests(pngs: list[bytes], rng: random.Random) -> dict[str, list]:
         out["garbage-image"].append((http_request("/v1/predict", multipart_body([garbage])), None))
     out["bomb-image"].append((http_request("/v1/predict", multipart_body([_bomb_png()])), None))
     out["not-multipart"].append((http_request("/v1/predict", b'{"image": 1}', content_type="application/json"), None))
-    out["malformed-multipart"].append((http_request("/v1/predict", b"--" + BOUNDARY.encode() + b"\r\nnot a part"), None))
+    out["malformed-multipart"].append(
+        (http_request("/v1/predict", b"--" + BOUNDARY.encode() + b"\r\nnot a part"), None)
+    )
     out["bad-top-k"].append((http_request("/v1/predict?top_k=0", multipart_body([pngs[0]])), None))
     out["no-files"].append((http_request("/v1/predict", f"--{BOUNDARY}--\r\n".encode()), None))
     # Declares more than the limit and sends only a little of it: refused on the header alone.
@@ -82,8 +86,10 @@ def build_requests(pngs: list[bytes], rng: random.Random) -> dict[str, list]:
 
 
 async def _send_chunked_oversized(writer: asyncio.StreamWriter) -> None:
-    writer.write(f"POST /v1/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: multipart/form-data; "
-                 f"boundary={BOUNDARY}\r\nTransfer-Encoding: chunked\r\n\r\n".encode())
+    writer.write(
+        f"POST /v1/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: multipart/form-data; "
+        f"boundary={BOUNDARY}\r\nTransfer-Encoding: chunked\r\n\r\n".encode()
+    )
     piece = b"y" * 65536
     for _ in range(MAX_BODY_MB * 16 + 4):  # past the limit
         writer.write(f"{len(piece):x}\r\n".encode() + piece + b"\r\n")
@@ -106,8 +112,9 @@ class _Connection:
         self.reader = self.writer = None
 
 
-async def _client(port: int, plan: list[tuple[str, bytes | str, int | None]], expected: list[int],
-                  next_index: list[int], stats: dict) -> None:
+async def _client(
+    port: int, plan: list[tuple[str, bytes | str, int | None]], expected: list[int], next_index: list[int], stats: dict
+) -> None:
     conn = _Connection(port)
     try:
         while next_index[0] < len(plan):
@@ -148,8 +155,10 @@ async def _slow_client(port: int, interval: float, give_up: asyncio.Event, recor
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     opened, sent, answer = time.perf_counter(), 0, b""
     if slow_body:
-        writer.write(f"POST /v1/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: multipart/form-data; "
-                     f"boundary={BOUNDARY}\r\nContent-Length: 100000\r\n\r\n".encode())
+        writer.write(
+            f"POST /v1/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: multipart/form-data; "
+            f"boundary={BOUNDARY}\r\nContent-Length: 100000\r\n\r\n".encode()
+        )
     else:
         writer.write(b"POST /v1/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
     outcome = "still open when the soak gave up on it"
@@ -169,8 +178,15 @@ async def _slow_client(port: int, interval: float, give_up: asyncio.Event, recor
     except ConnectionError:
         outcome = "closed by the server"
     status = answer.split(b"\r\n", 1)[0].decode("latin-1") if answer else None
-    record.append({"slow": "body" if slow_body else "header", "bytes_sent": sent, "outcome": outcome,
-                   "server_answer": status, "seconds": round(time.perf_counter() - opened, 1)})
+    record.append(
+        {
+            "slow": "body" if slow_body else "header",
+            "bytes_sent": sent,
+            "outcome": outcome,
+            "server_answer": status,
+            "seconds": round(time.perf_counter() - opened, 1),
+        }
+    )
     writer.close()
 
 
@@ -184,19 +200,36 @@ def _plan(n: int, requests: dict[str, list], rng: random.Random) -> list:
     return [(kind, *rng.choice(requests[kind])) for kind in kinds]
 
 
-async def _run(port: int, plan: list, expected: list[int], clients: int, slow_clients: int, interval: float,
-               time_limit: float, slow_wait: float = 0.0) -> dict:
-    stats = {"status": Counter(), "connection_errors": Counter(), "connection_error_examples": [],
-             "latencies": [], "wrong_answers": 0, "slow_clients": []}
+async def _run(
+    port: int,
+    plan: list,
+    expected: list[int],
+    clients: int,
+    slow_clients: int,
+    interval: float,
+    time_limit: float,
+    slow_wait: float = 0.0,
+) -> dict:
+    stats = {
+        "status": Counter(),
+        "connection_errors": Counter(),
+        "connection_error_examples": [],
+        "latencies": [],
+        "wrong_answers": 0,
+        "slow_clients": [],
+    }
     give_up = asyncio.Event()
-    slow = [asyncio.create_task(_slow_client(port, interval, give_up, stats["slow_clients"], slow_body=i % 2 == 1))
-            for i in range(slow_clients)]
+    slow = [
+        asyncio.create_task(_slow_client(port, interval, give_up, stats["slow_clients"], slow_body=i % 2 == 1))
+        for i in range(slow_clients)
+    ]
     await asyncio.sleep(interval)  # the slow clients hold their connections before the load starts
     start = time.perf_counter()
     next_index = [0]
     try:
-        await asyncio.wait_for(asyncio.gather(*(_client(port, plan, expected, next_index, stats)
-                                                for _ in range(clients))), time_limit)
+        await asyncio.wait_for(
+            asyncio.gather(*(_client(port, plan, expected, next_index, stats) for _ in range(clients))), time_limit
+        )
         stats["finished"] = True
     except asyncio.TimeoutError:
         stats["finished"] = False
@@ -209,26 +242,48 @@ async def _run(port: int, plan: list, expected: list[int], clients: int, slow_cl
     return stats
 
 
-def soak(model_dir: str | Path, *, requests: int, clients: int, slow_clients: int = 4, warmup: int = 500,
-         seed: int = 0, slow_interval: float = 0.5, client_timeout: float = 5.0, time_limit: float = 600.0,
-         data_dir=None) -> dict:
+def soak(
+    model_dir: str | Path,
+    *,
+    requests: int,
+    clients: int,
+    slow_clients: int = 4,
+    warmup: int = 500,
+    seed: int = 0,
+    slow_interval: float = 0.5,
+    client_timeout: float = 5.0,
+    time_limit: float = 600.0,
+    data_dir=None,
+) -> dict:
     """Run the soak against `deepautodnn serve MODEL_DIR --client-timeout CLIENT_TIMEOUT`; the
     result as a JSON-ready dict. Slow clients are given CLIENT_TIMEOUT + 5 s to be cut off."""
     from deepautodnn import load_fashion_mnist
-    from deepautodnn.inference import make_backend
-    from deepautodnn.preprocess import load_image
+    from deepautodnn.data.preprocess import load_image
+    from deepautodnn.inference.backends import make_backend
 
     rng = random.Random(seed)
     images, _ = load_fashion_mnist("test", data_dir)
     pngs = [_png(a) for a in images[:64]]
     expected = make_backend(model_dir).run(np.stack([load_image(p) for p in pngs]))[0].argmax(1).tolist()
     ready_made = build_requests(pngs, rng)
-    with running_server(model_dir, "--max-body-mb", str(MAX_BODY_MB), "--client-timeout", str(client_timeout)) \
-            as (server, port):
+    with running_server(model_dir, "--max-body-mb", str(MAX_BODY_MB), "--client-timeout", str(client_timeout)) as (
+        server,
+        port,
+    ):
         asyncio.run(_run(port, _plan(warmup, ready_made, rng), expected, clients, 0, slow_interval, time_limit))
         rss_before = _rss_mib(server.pid)
-        stats = asyncio.run(_run(port, _plan(requests, ready_made, rng), expected, clients, slow_clients,
-                                 slow_interval, time_limit, slow_wait=client_timeout + 5))
+        stats = asyncio.run(
+            _run(
+                port,
+                _plan(requests, ready_made, rng),
+                expected,
+                clients,
+                slow_clients,
+                slow_interval,
+                time_limit,
+                slow_wait=client_timeout + 5,
+            )
+        )
         rss_after = _rss_mib(server.pid)
         alive = server.poll() is None
     by_status = Counter()
@@ -239,8 +294,13 @@ def soak(model_dir: str | Path, *, requests: int, clients: int, slow_clients: in
     pct = (lambda q: round(lat[min(len(lat) - 1, int(q * len(lat)))], 1)) if lat else (lambda q: None)
     answered = sum(stats["status"].values())
     return {
-        "requests": requests, "answered": answered, "clients": clients, "slow_clients": slow_clients,
-        "warmup_requests": warmup, "finished_in_time": stats["finished"], "seconds": round(stats["wall_seconds"], 1),
+        "requests": requests,
+        "answered": answered,
+        "clients": clients,
+        "slow_clients": slow_clients,
+        "warmup_requests": warmup,
+        "finished_in_time": stats["finished"],
+        "seconds": round(stats["wall_seconds"], 1),
         "requests_per_s": round(answered / stats["wall_seconds"], 1),
         "status_counts": {str(k): n for k, n in sorted(by_status.items())},
         "by_kind": dict(sorted(stats["status"].items())),
@@ -249,8 +309,11 @@ def soak(model_dir: str | Path, *, requests: int, clients: int, slow_clients: in
         "connection_errors": dict(stats["connection_errors"]),
         "wrong_answers": stats["wrong_answers"],
         "valid_latency_ms": {"p50": pct(0.5), "p99": pct(0.99), "max": lat[-1] if lat else None},
-        "server_rss_mib": {"after_warmup": round(rss_before, 1), "after_soak": round(rss_after, 1),
-                           "growth_percent": round((rss_after / rss_before - 1) * 100, 2)},
+        "server_rss_mib": {
+            "after_warmup": round(rss_before, 1),
+            "after_soak": round(rss_after, 1),
+            "growth_percent": round((rss_after / rss_before - 1) * 100, 2),
+        },
         "server_alive_after": alive,
         "slow_client_outcomes": stats["slow_clients"],
         "max_body_mb": MAX_BODY_MB,

@@ -1,0 +1,47 @@
+"""The inference graph: uint8 images in; probabilities, reconstruction, logits and features out.
+
+The same module is run eagerly by the torch backends and exported to ONNX.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import torch
+
+OUTPUT_NAMES = ("probabilities", "reconstruction", "logits", "features")
+
+
+class GraphOutputs(NamedTuple):
+    """One forward pass as arrays; logits and features are None from an older two-output ONNX file."""
+
+    proba: np.ndarray  # (N, K)
+    recon: np.ndarray | None = None  # (N, H, W) in [0, 1]; None from a classify-only graph
+    logits: np.ndarray | None = None  # (N, K)
+    features: np.ndarray | None = None  # (N, D)
+
+
+class InferenceGraph(torch.nn.Module):
+    """What is exported and served: float images (B, 1, H, W) -> (probabilities (B, K),
+    reconstructions (B, 1, H, W), logits (B, K), penultimate features (B, D))."""
+
+    def __init__(self, model, reference_autoencoder=None):
+        super().__init__()
+        self.model = model
+        self.reference = reference_autoencoder
+
+    def forward(self, x: torch.Tensor):
+        z = self.model.forward_features(x)  # (B, C, H', W')
+        logits, features = self.model.forward_head(z)  # (B, K), (B, D)
+        proba = torch.softmax(logits, 1)
+        recon = self.reference(x) if self.reference is not None else self.model.autoencoder.decoder(z)
+        return proba, recon, logits, features
+
+
+def load_graph(model_dir: str | Path) -> InferenceGraph:
+    from deepautodnn.inference.ood import load_reference_autoencoder
+    from deepautodnn.models.serialization import load_model
+
+    return InferenceGraph(load_model(model_dir), load_reference_autoencoder(model_dir)).eval()

@@ -1,0 +1,127 @@
+"""The DeepAutoDNN networks (paper Sec. III, Fig. 1, Tables I and III).
+
+`ConvAutoencoder` learns the compact code without labels (Algorithm 1 step 2), `DeepClassifier`
+is the deep fully-connected network on that code (step 3), and `DeepAutoDNN` chains the encoder
+and the classifier; softmax over its logits gives the class probabilities (step 4).
+Inputs are float images in [0, 1], shape (B, 1, 28, 28).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from deepautodnn.config import ModelConfig
+
+
+class Encoder(nn.Module):
+    """Blocks of Conv2D -> BatchNorm -> ReLU (one or more) [-> MaxPool], then dropout on the code."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        layers: list[nn.Module] = []
+        prev = cfg.in_channels
+        for channels, pool in zip(cfg.encoder_channels, cfg.encoder_pool):
+            for _ in range(cfg.encoder_convs_per_block):
+                layers += [
+                    nn.Conv2d(prev, channels, 3, padding=1, bias=False),  # BN supplies the bias
+                    nn.BatchNorm2d(channels),
+                    nn.ReLU(inplace=True),
+                ]
+                prev = channels
+            if pool:
+                layers.append(nn.MaxPool2d(2))  # halves H and W
+        layers.append(nn.Dropout(cfg.ae_dropout))
+        self.layers = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layers(x)  # (B, 1, 28, 28) -> (B, C, H', W'), e.g. (B, 128, 14, 14)
+
+
+class Decoder(nn.Module):
+    """Mirror of the encoder: Conv2D -> ReLU [-> UpSampling] blocks, then a sigmoid image."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        chans, pools = cfg.encoder_channels, cfg.encoder_pool
+        layers: list[nn.Module] = []
+        prev = chans[-1]
+        for i in reversed(range(len(chans))):
+            out = chans[max(i - 1, 0)]
+            layers += [nn.Conv2d(prev, out, 3, padding=1), nn.ReLU(inplace=True)]
+            if pools[i]:
+                layers.append(nn.Upsample(scale_factor=2, mode="nearest"))  # doubles H and W
+            prev = out
+        layers += [nn.Conv2d(prev, cfg.in_channels, 3, padding=1), nn.Sigmoid()]
+        self.layers = nn.Sequential(*layers)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.layers(z)  # (B, C, H', W') -> (B, 1, 28, 28)
+
+
+class ConvAutoencoder(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.encoder = Encoder(cfg)
+        self.decoder = Decoder(cfg)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.decoder(self.encoder(x))  # reconstruction, same shape as x
+
+
+class DeepClassifier(nn.Module):
+    """Flatten the code, dense ReLU layers each followed by dropout, then a linear class layer."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        c, h, w = cfg.latent_shape
+        layers: list[nn.Module] = [nn.Flatten()]  # (B, C, H, W) -> (B, C*H*W)
+        prev = c * h * w
+        for width in cfg.dnn_hidden:
+            layers += [nn.Linear(prev, width), nn.ReLU(inplace=True), nn.Dropout(cfg.dnn_dropout)]
+            prev = width
+        layers.append(nn.Linear(prev, cfg.num_classes))  # logits; softmax is applied outside
+        self.layers = nn.Sequential(*layers)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.layers(z)  # (B, C, H, W) -> (B, num_classes)
+
+    def penultimate(self, z: torch.Tensor) -> torch.Tensor:
+        """The last hidden layer's activations, the features unknown-input detection reads."""
+        return self.layers[:-1](z)  # (B, C, H, W) -> (B, D), D = dnn_hidden[-1] (or C*H*W with no hidden layer)
+
+    def head(self, features: torch.Tensor) -> torch.Tensor:
+        return self.layers[-1](features)  # (B, D) -> (B, num_classes) logits
+
+
+class DeepAutoDNN(nn.Module):
+    """The full framework: autoencoder (whose encoder feeds) the deep classifier."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.config = cfg
+        self.autoencoder = ConvAutoencoder(cfg)
+        self.classifier = DeepClassifier(cfg)
+
+    @property
+    def encoder(self) -> Encoder:
+        return self.autoencoder.encoder
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.encoder(x)  # (B, 1, 28, 28) -> (B, C, H', W')
+
+    def forward_head(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The code (B, C, H', W') -> (logits (B, num_classes), penultimate features (B, D))."""
+        features = self.classifier.penultimate(z)
+        return self.classifier.head(features), features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.encoder(x))  # (B, 1, 28, 28) -> (B, num_classes) logits
+
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        return self.autoencoder(x)
+
+    @torch.inference_mode()
+    def predict_proba(self, x: torch.Tensor) -> torch.Tensor:
+        """Softmax probabilities (paper Sec. III-C) for float images in [0, 1]."""
+        return torch.softmax(self(x).float(), dim=1)

@@ -1,0 +1,353 @@
+"""One training run end to end: data, the stages in order, the model directory and the report.
+
+The run directory is itself a model directory (`config.json`, `model.safetensors`,
+`metrics.json`) plus `metrics.csv`, `report.md`, the figures, and `checkpoints/` holding each
+finished stage and the full training state after every epoch (see `training_state`), so that an
+interrupted run resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from deepautodnn.config import Config
+from deepautodnn.data.sources import RunData, load_run_data
+from deepautodnn.data.transforms import to_device_data
+from deepautodnn.errors import DeepAutoDNNError, ModelFileError, WriteError
+from deepautodnn.inference.evaluate import evaluate_model, metrics_markdown
+from deepautodnn.inference.ood import DEFAULT_FALSE_ALARM_RATE
+from deepautodnn.models.hybrid import DeepAutoDNN
+from deepautodnn.models.serialization import (
+    CONFIG_FILE,
+    config_to_json,
+    load_config_record,
+    load_weights,
+    save_model,
+    save_weights,
+)
+from deepautodnn.training.metrics_log import MetricsLog
+from deepautodnn.training.stages import stage_plan, train_autoencoder, train_classifier
+from deepautodnn.training.state import Checkpointer, GracefulStop, NonFiniteLossError, TrainingInterrupted
+from deepautodnn.utils.files import atomic_write_bytes, atomic_write_json, atomic_write_text, read_json
+from deepautodnn.utils.runtime import machine_info, seed_everything, select_device
+from deepautodnn.version import __version__
+
+CHECKPOINT_DIR = "checkpoints"
+PROGRESS_FILE = "progress.json"
+
+
+class RunError(DeepAutoDNNError, RuntimeError):
+    """The run directory can't be used as asked (the message says why and what to do)."""
+
+
+def _stderr(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def load_training_split(cfg: Config, data_dir=None, train_limit: int | None = None, source: str | None = None):
+    """The run's training images and labels, with its (train_idx, val_idx) split.
+
+    With `train_limit`, only the first N images are used and the validation split shrinks to a
+    tenth of them. `source` is a `--data` value (default Fashion-MNIST; see `sources`).
+    """
+    d = load_run_data_from_config(cfg, source, data_dir, train_limit)
+    return d.images, d.labels, d.train_idx, d.val_idx
+
+
+def load_run_data_from_config(cfg: Config, source, data_dir=None, train_limit=None) -> RunData:
+    return load_run_data(
+        source,
+        size=cfg.model.image_size,
+        val_size=cfg.train.val_size,
+        split_seed=cfg.train.split_seed,
+        data_dir=data_dir,
+        train_limit=train_limit,
+    )
+
+
+def load_model_run_data(model_dir, data_dir=None) -> RunData:
+    """The same images and splits a model directory was trained on (from its config.json)."""
+    cfg, saved = load_config_record(model_dir)
+    return load_run_data_from_config(cfg, saved.get("data"), data_dir, saved.get("train_limit"))
+
+
+def train_run(
+    cfg: Config,
+    run_dir: str | Path,
+    *,
+    seed: int = 0,
+    data_dir=None,
+    device: str = "auto",
+    train_limit: int | None = None,
+    resume: bool = False,
+    progress: bool | None = None,
+    data: str | None = None,
+    deterministic: bool = False,
+    echo: Callable[[str], None] = _stderr,
+) -> dict:
+    """Train every stage of `cfg` into `run_dir`, then evaluate on the test split.
+
+    `data` is where the images come from (`--data`: Fashion-MNIST by default, or
+    `imagefolder:PATH` / `csv:PATH`, see `sources`); the class names come with it.
+    Returns the metrics written to `run_dir/metrics.json`.
+
+    The full training state is saved after every epoch (see `training_state`); with `resume`, the
+    run in `run_dir` continues from its newest checkpoint with its own saved config and seed, and
+    ends with the same weights as a run never interrupted. Ctrl-C or SIGTERM saves and raises
+    TrainingInterrupted. `deterministic` makes torch use deterministic kernels only.
+
+    Under torchrun with several processes this is data-parallel (see `distributed`): every rank
+    trains, rank 0 alone writes files and prints.
+    """
+    from deepautodnn.training import distributed
+
+    run_dir = Path(run_dir)
+    ckpt_dir = run_dir / CHECKPOINT_DIR
+    progress_path = ckpt_dir / PROGRESS_FILE
+    if progress is None:
+        progress = sys.stderr.isatty()
+    if resume:
+        if not (run_dir / CONFIG_FILE).exists():
+            raise RunError(f"{run_dir}: nothing to resume (no {CONFIG_FILE}); start a run without --resume")
+        cfg, saved = load_config_record(run_dir)
+        seed, train_limit = saved.get("seed", seed), saved.get("train_limit", train_limit)
+        data, deterministic = saved.get("data", data), saved.get("deterministic", deterministic)
+        done = read_json(progress_path) if progress_path.exists() else {}
+        completed, summaries = done.get("completed", []), done.get("summaries", {})
+    else:
+        if (run_dir / CONFIG_FILE).exists():
+            raise RunError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --out")
+        completed, summaries = [], {}
+    if deterministic:
+        use_deterministic_kernels()
+    dev = select_device(device)
+    ctx = distributed.init(dev)
+    dev = distributed.rank_device(dev, ctx)
+    main = ctx.is_main
+    if not main:
+        echo, progress = (lambda _: None), False
+    if main:
+        _check_writable(run_dir)  # before minutes of data loading, not after hours of training
+    source = load_run_data_from_config(cfg, data, data_dir, train_limit)
+    for item in source.skipped:
+        echo(f"skipped {item['error']}")
+    cfg.model.class_names = tuple(source.class_names)
+    if main:
+        atomic_write_json(
+            run_dir / CONFIG_FILE,
+            config_to_json(
+                cfg,
+                seed=seed,
+                train_limit=train_limit,
+                data=data,
+                world_size=ctx.world_size,
+                deterministic=deterministic,
+            ),
+        )
+
+    images, train_idx, val_idx = source.images, source.train_idx, source.val_idx
+    tensors = to_device_data(images, source.labels, train_idx, val_idx, dev)
+    echo(
+        f"deepautodnn {__version__}: preset {cfg.preset}, seed {seed}, device {dev}, "
+        f"{len(train_idx)} train / {len(val_idx)} val / {len(source.test_labels)} test images, "
+        f"{len(source.class_names)} classes -> {run_dir}"
+        + (f" ({ctx.world_size} ranks, DistributedDataParallel)" if ctx.enabled else "")
+    )
+
+    seed_everything(seed)
+    model = DeepAutoDNN(cfg.model)
+    if cfg.train.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    model = model.to(dev)
+    log = MetricsLog(run_dir / "metrics.csv", echo=echo)
+    checkpointer = Checkpointer(ckpt_dir, enabled=main)
+    state = checkpointer.latest(echo) if resume else None
+    if state is not None and state.stage in completed:
+        state = None  # that stage's final weights are in its own file
+    if completed:
+        load_weights(ckpt_dir / f"{completed[-1]}.safetensors", model)
+    if resume:
+        echo(
+            f"resuming from {state.position}"
+            if state
+            else f"resuming after finished stage(s): {', '.join(completed)}"
+            if completed
+            else "resuming from the start"
+        )
+    if main and resume:
+        log.keep(set(completed), state.stage if state else None, state.meta["epoch"] if state else 0)
+
+    with GracefulStop(echo) as stop:
+        for stage in stage_plan(cfg):
+            if stage in completed:
+                continue
+            if stop():  # asked to stop just as the previous stage finished
+                raise _with_resume_hint(TrainingInterrupted(f"stopped before stage {stage}"), run_dir)
+            start = time.perf_counter()
+            stage_state = state if state is not None and state.stage == stage else None
+            common = dict(
+                seed=seed,
+                device=dev,
+                log=log,
+                progress=progress,
+                ctx=ctx,
+                checkpointer=checkpointer,
+                resume=stage_state,
+                should_stop=stop,
+            )
+            try:
+                if stage == "ae":
+                    summary = train_autoencoder(model, tensors, cfg.train, **common)
+                else:
+                    summary = train_classifier(model, tensors, cfg.train, stage=stage, **common)
+            except NonFiniteLossError as err:
+                last = checkpointer.latest()
+                kept = (
+                    f"the last good checkpoint ({last.position}) is kept in {ckpt_dir}" if last else "no epoch finished"
+                )
+                raise NonFiniteLossError(
+                    f"{err}; training stopped, {kept}. Lower the learning rate and train again, or resume to retry"
+                ) from None
+            except TrainingInterrupted as err:
+                raise _with_resume_hint(err, run_dir) from None
+            # Time before an interruption counts too (`fit` carries it in the checkpoint).
+            summary["seconds"] = max(summary.get("seconds", 0.0), time.perf_counter() - start)
+            completed.append(stage)
+            summaries[stage] = summary
+            if main:  # save the finished stage before the next one starts
+                save_weights(ckpt_dir / f"{stage}.safetensors", model)
+                atomic_write_json(progress_path, {"completed": completed, "summaries": summaries})
+            echo(f"stage {stage} done in {summary['seconds']:.1f}s (best epoch {summary['best_epoch']})")
+
+    model = model.to(memory_format=torch.contiguous_format).eval()
+    if not main:  # the other ranks are done: their weights are rank 0's
+        distributed.barrier(ctx)
+        distributed.shutdown()
+        return {}
+    test = evaluate_model(model, source.test_images, source.test_labels, device=dev)
+    metrics = {
+        "split": "test",
+        **test,
+        "stages": summaries,
+        "train_seconds": sum(s["seconds"] for s in summaries.values()),
+        "seed": seed,
+        "preset": cfg.preset,
+        "train_limit": train_limit,
+        "data": data or "fashion-mnist",
+        "skipped_files": source.skipped,
+        "device": str(dev),
+        "world_size": ctx.world_size,
+        "deterministic": deterministic,
+        "machine": machine_info(),
+    }
+    save_model(run_dir, model, cfg, metrics, seed=seed, train_limit=train_limit, data=data, deterministic=deterministic)
+    _calibrate_unknown(model, cfg, source, run_dir, dev, echo)
+    write_report(run_dir, metrics)
+    distributed.barrier(ctx)
+    distributed.shutdown()
+    return metrics
+
+
+def _with_resume_hint(err: TrainingInterrupted, run_dir: Path) -> TrainingInterrupted:
+    return TrainingInterrupted(
+        f"{err}; the state is saved in {run_dir / CHECKPOINT_DIR}. Continue with `deepautodnn train --resume {run_dir}`"
+    )
+
+
+def use_deterministic_kernels() -> None:
+    """Only deterministic kernels from here on: same seed, same machine -> the same weights."""
+    import os
+
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS needs it for deterministic GEMMs
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.benchmark = False
+
+
+def _check_writable(run_dir: Path) -> None:
+    """Fail at once, naming the folder, if the run can't be written (no permission, no space)."""
+    probe = run_dir / ".deepautodnn-write-test"
+    try:
+        atomic_write_bytes(probe, b"ok")
+    except WriteError as err:
+        raise RunError(
+            f"{run_dir}: the run folder can't be written ({err.strerror}); choose another --out or free space"
+        ) from None
+    probe.unlink(missing_ok=True)
+    for folder in (run_dir, run_dir / CHECKPOINT_DIR):
+        for leftover in folder.glob(".*.tmp"):  # temporary files of writes a kill cut short
+            leftover.unlink(missing_ok=True)
+
+
+def calibrate_model_dir(
+    model_dir: str | Path,
+    *,
+    data_dir=None,
+    false_alarm_rate: float = DEFAULT_FALSE_ALARM_RATE,
+    device="cpu",
+    backends=None,
+    echo=lambda m: None,
+):
+    """Fit unknown-input detection on the data and split the model was trained on; save it beside
+    the model (see `unknown_fit.fit_detector`)."""
+    from deepautodnn.models.serialization import load_config, load_model
+    from deepautodnn.training.calibrate import fit_detector
+
+    data = load_model_run_data(model_dir, data_dir)
+    return fit_detector(
+        load_model(model_dir),
+        load_config(model_dir),
+        data.images,
+        data.labels,
+        data.train_idx,
+        data.val_idx,
+        model_dir,
+        false_alarm_rate=false_alarm_rate,
+        device=device,
+        backends=backends,
+        echo=echo,
+    )
+
+
+def _calibrate_unknown(model, cfg: Config, source: RunData, run_dir: Path, dev, echo) -> None:
+    """unknown.json beside the model, fit on the run's splits (skipped if validation is too small)."""
+    from deepautodnn.training.calibrate import fit_detector
+
+    if len(source.val_idx) < 20:
+        echo("validation split too small to calibrate unknown-input detection; skipped")
+        return
+    fit_detector(
+        model, cfg, source.images, source.labels, source.train_idx, source.val_idx, run_dir, device=dev, echo=echo
+    )
+
+
+def write_report(run_dir: str | Path, metrics: dict) -> str:
+    """report.md with the Table V-style metrics, and the Fig. 4-6 PNGs beside it."""
+    from deepautodnn.utils.plots import plot_confusion_matrix, plot_training_curves
+
+    run_dir = Path(run_dir)
+    plot_confusion_matrix(metrics, run_dir / "confusion_matrix.png")
+    rows = MetricsLog(run_dir / "metrics.csv").read()
+    if rows:
+        plot_training_curves(rows, run_dir / "training_curves.png")
+    stage_lines = [
+        f"- stage `{name}`: best epoch {s['best_epoch']}, {s['seconds']:.1f} s"
+        for name, s in metrics.get("stages", {}).items()
+    ]
+    text = (
+        f"# DeepAutoDNN run report\n\nPreset `{metrics.get('preset')}`, seed {metrics.get('seed')}, "
+        f"training time {metrics.get('train_seconds', 0):.1f} s.\n\n"
+        + "\n".join(stage_lines)
+        + "\n\n"
+        + metrics_markdown(metrics)
+        + "\n![Confusion matrix](confusion_matrix.png)\n\n![Training curves](training_curves.png)\n"
+    )
+    atomic_write_text(run_dir / "report.md", text)
+    return text
+
+
+__all__ = ["train_run", "write_report", "calibrate_model_dir", "RunError", "ModelFileError"]
