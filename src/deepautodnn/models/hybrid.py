@@ -11,7 +11,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from deepautodnn.config import ModelConfig
+from deepautodnn.config import Config, ModelConfig
+from deepautodnn.utils.runtime import seed_everything
 
 
 class Encoder(nn.Module):
@@ -125,3 +126,15 @@ class DeepAutoDNN(nn.Module):
     def predict_proba(self, x: torch.Tensor) -> torch.Tensor:
         """Softmax probabilities (paper Sec. III-C) for float images in [0, 1]."""
         return torch.softmax(self(x).float(), dim=1)
+
+
+def build_model(cfg: Config, *, seed: int, device: torch.device | str = "cpu") -> DeepAutoDNN:
+    """A fresh model to train: weights drawn from `seed`, in the memory layout the preset trains in.
+
+    The one place a trainable DeepAutoDNN is made (runs, the estimator, ablations, the benchmark), so
+    the same seed gives the same initial weights everywhere."""
+    seed_everything(seed)
+    model = DeepAutoDNN(cfg.model)
+    if cfg.train.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    return model.to(device)
