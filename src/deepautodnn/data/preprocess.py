@@ -50,6 +50,7 @@ from pathlib import Path
 import numpy as np
 
 from deepautodnn.errors import DeepAutoDNNError
+from deepautodnn.utils.extras import missing_extra
 
 MAX_FILE_BYTES = 50 * 2**20  # refuse files over 50 MiB before reading them
 MAX_PIXELS = 40_000_000  # refuse declared sizes over 40 megapixels before decoding (bombs)
@@ -364,7 +365,6 @@ def soft_shadows(ratio: np.ndarray, candidates: np.ndarray) -> np.ndarray:
     side of the object's box more than the opposite one, and only if it is under SHADOW_MAX_SHARE
     of the object (more means the backdrop got in)."""
     from scipy.ndimage import binary_closing, binary_dilation, binary_opening, gaussian_filter, label
-    from skimage.morphology import disk
 
     shadow = np.zeros_like(candidates)
     rows, cols = np.nonzero(candidates)
@@ -383,7 +383,7 @@ def soft_shadows(ratio: np.ndarray, candidates: np.ndarray) -> np.ndarray:
     reached = np.isin(labels, np.unique(_border(labels))) & (labels > 0)
     reached = binary_dilation(reached) & shadowish  # with the thin fringe the opening took away
     k = SHADOW_CLOSE
-    rest = binary_closing(np.pad(inner & ~reached, k), disk(k).astype(bool))
+    rest = binary_closing(np.pad(inner & ~reached, k), _disk(k))
     shadow[box] = reached & ~fill_holes(rest)[k:-k, k:-k]
     if shadow.sum() > SHADOW_MAX_SHARE * candidates.sum() or not _one_sided(candidates, candidates & ~shadow):
         shadow[:] = False
@@ -514,7 +514,10 @@ def fit_square(obj: np.ndarray, size: int, sharpen: float = 0.0) -> np.ndarray:
         Image.fromarray(obj.astype(np.float32), "F").resize((new_w, new_h), Image.Resampling.LANCZOS), np.float32
     )
     if sharpen:
-        from skimage.filters import unsharp_mask
+        try:
+            from skimage.filters import unsharp_mask
+        except ModuleNotFoundError:
+            raise missing_extra("report", "sharpening (sharpen > 0)", "scikit-image") from None
 
         resized = unsharp_mask(resized, radius=1.0, amount=sharpen, preserve_range=True).astype(np.float32)
     canvas = np.zeros((size, size), np.float32)
@@ -611,6 +614,12 @@ def preprocessing_steps(img, size: int = 28) -> list[tuple[str, np.ndarray]]:
     return preprocess(img, size).steps
 
 
+def _disk(radius: int) -> np.ndarray:
+    """A round structuring element, (2r+1, 2r+1) bool: the pixels within `radius` of the centre."""
+    y, x = np.ogrid[-radius : radius + 1, -radius : radius + 1]
+    return x * x + y * y <= radius * radius
+
+
 def to_model_input(img, size: int = 28) -> np.ndarray:
     """A decoded PIL image -> the model's uint8 (size, size) input."""
     return preprocess(img, size).image
@@ -618,10 +627,9 @@ def to_model_input(img, size: int = 28) -> np.ndarray:
 
 def save_steps_figure(rows: list[tuple[str, list[tuple[str, np.ndarray]]]], path) -> None:
     """A PNG with one row of titled panels per image: (row title, `Preprocessed.steps`)."""
-    import matplotlib
+    from deepautodnn.utils.plots import pyplot
 
-    matplotlib.use("Agg")  # files only, never a window
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     cols = max(len(steps) for _, steps in rows)
     fig, axes = plt.subplots(len(rows), cols, figsize=(1.75 * cols, 2.1 * len(rows)), squeeze=False)

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from deepautodnn.config import CLASS_NAMES, TrainConfig, get_preset
 from deepautodnn.inference.evaluate import classification_metrics
 from deepautodnn.models import comparators as baseline_nets
+from deepautodnn.utils.extras import missing_extra
 from deepautodnn.utils.files import atomic_write_json
 from deepautodnn.utils.runtime import machine_info
 
@@ -37,7 +38,10 @@ def pixel_features(images: np.ndarray) -> np.ndarray:
 
 def hog_features(images: np.ndarray) -> np.ndarray:
     """HOG with 9 orientations, 7x7-pixel cells and 2x2-cell blocks: (N, 324)."""
-    from skimage.feature import hog
+    try:
+        from skimage.feature import hog
+    except ModuleNotFoundError:
+        raise missing_extra("report", "the HOG and LBP baselines", "scikit-image") from None
 
     return np.stack([hog(im, orientations=9, pixels_per_cell=(7, 7), cells_per_block=(2, 2)) for im in images]).astype(
         np.float32
@@ -46,7 +50,10 @@ def hog_features(images: np.ndarray) -> np.ndarray:
 
 def lbp_features(images: np.ndarray, grid: int = 4) -> np.ndarray:
     """Uniform LBP codes (8 neighbours, radius 1), histogrammed over a 4x4 grid of cells: (N, 160)."""
-    from skimage.feature import local_binary_pattern
+    try:
+        from skimage.feature import local_binary_pattern
+    except ModuleNotFoundError:
+        raise missing_extra("report", "the HOG and LBP baselines", "scikit-image") from None
 
     n_codes = 10  # P + 2 codes for the "uniform" method with P = 8
     out = np.empty((len(images), grid * grid * n_codes), np.float32)

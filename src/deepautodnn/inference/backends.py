@@ -9,6 +9,7 @@ import torch
 
 from deepautodnn.inference.graph import GraphOutputs, load_graph
 from deepautodnn.inference.names import BACKEND_FILE, BACKENDS, INT8_ONNX_FILE, ONNX_FILE
+from deepautodnn.utils.extras import missing_extra
 
 
 def model_input(images_u8: np.ndarray) -> np.ndarray:
@@ -55,7 +56,10 @@ class OnnxBackend:
     """ONNX Runtime on the CPU, from an exported float32 or int8 file."""
 
     def __init__(self, onnx_path: str | Path, name: str = "onnx", threads: int | None = None):
-        import onnxruntime as ort
+        try:
+            import onnxruntime as ort
+        except ModuleNotFoundError:
+            raise missing_extra("onnx", f"the {name} backend", "onnxruntime") from None
 
         from deepautodnn.errors import ModelFileError
         from deepautodnn.utils.files import read_verified

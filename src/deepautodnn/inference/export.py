@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from deepautodnn.utils.extras import require_extra
+
 OPSET = 18
 INT8_MAX_ACCURACY_DROP = 0.002  # a backend "holds accuracy" within 0.2 points of torch float32
 
@@ -22,6 +24,7 @@ INT8_MAX_ACCURACY_DROP = 0.002  # a backend "holds accuracy" within 0.2 points o
 def export_graph(graph: torch.nn.Module, image_size: int, out_path: str | Path, output_names=None) -> Path:
     """Export a module of float images (batch, 1, S, S) to ONNX; the file takes its name, with its
     .sha256 beside it, only once the checker has passed it."""
+    require_extra("onnx", "ONNX export")
     import onnx
 
     from deepautodnn.inference.graph import OUTPUT_NAMES

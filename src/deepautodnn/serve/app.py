@@ -24,10 +24,15 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import numpy as np
-from fastapi import FastAPI, HTTPException, Request
-from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import HTMLResponse, JSONResponse
-from starlette.requests import ClientDisconnect
+
+from deepautodnn.utils.extras import require_extra
+
+require_extra("serve", "the HTTP service")  # one line naming the extra, before fastapi's ImportError
+
+from fastapi import FastAPI, HTTPException, Request  # noqa: E402
+from fastapi.concurrency import run_in_threadpool  # noqa: E402
+from fastapi.responses import HTMLResponse, JSONResponse  # noqa: E402
+from starlette.requests import ClientDisconnect  # noqa: E402
 
 DEFAULT_MAX_BODY_BYTES = 10 * 2**20
 DEFAULT_CLIENT_TIMEOUT_S = 15.0  # for a request's headers, and again for its body

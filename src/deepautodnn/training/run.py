@@ -33,6 +33,7 @@ from deepautodnn.models.serialization import (
 from deepautodnn.training.metrics_log import MetricsLog
 from deepautodnn.training.stages import stage_plan, train_autoencoder, train_classifier
 from deepautodnn.training.state import Checkpointer, GracefulStop, NonFiniteLossError, TrainingInterrupted
+from deepautodnn.utils.extras import MissingExtraError
 from deepautodnn.utils.files import atomic_write_bytes, atomic_write_json, atomic_write_text, read_json
 from deepautodnn.utils.runtime import machine_info, seed_everything, select_device
 from deepautodnn.version import __version__
@@ -330,10 +331,15 @@ def write_report(run_dir: str | Path, metrics: dict) -> str:
     from deepautodnn.utils.plots import plot_confusion_matrix, plot_training_curves
 
     run_dir = Path(run_dir)
-    plot_confusion_matrix(metrics, run_dir / "confusion_matrix.png")
-    rows = MetricsLog(run_dir / "metrics.csv").read()
-    if rows:
-        plot_training_curves(rows, run_dir / "training_curves.png")
+    try:
+        plot_confusion_matrix(metrics, run_dir / "confusion_matrix.png")
+        rows = MetricsLog(run_dir / "metrics.csv").read()
+        if rows:
+            plot_training_curves(rows, run_dir / "training_curves.png")
+        figures = "\n![Confusion matrix](confusion_matrix.png)\n\n![Training curves](training_curves.png)\n"
+    except MissingExtraError as err:  # the run is whole without its figures
+        _stderr(f"deepautodnn: no figures in report.md: {err}")
+        figures = ""
     stage_lines = [
         f"- stage `{name}`: best epoch {s['best_epoch']}, {s['seconds']:.1f} s"
         for name, s in metrics.get("stages", {}).items()
@@ -344,7 +350,7 @@ def write_report(run_dir: str | Path, metrics: dict) -> str:
         + "\n".join(stage_lines)
         + "\n\n"
         + metrics_markdown(metrics)
-        + "\n![Confusion matrix](confusion_matrix.png)\n\n![Training curves](training_curves.png)\n"
+        + figures
     )
     atomic_write_text(run_dir / "report.md", text)
     return text

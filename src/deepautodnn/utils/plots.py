@@ -7,9 +7,15 @@ matplotlib is imported inside the functions so that importing deepautodnn stays 
 
 from __future__ import annotations
 
+from deepautodnn.utils.extras import missing_extra
+
 
 def pyplot():
-    import matplotlib
+    """matplotlib's pyplot, drawing to files only; a clear error if the [report] extra is missing."""
+    try:
+        import matplotlib
+    except ModuleNotFoundError:
+        raise missing_extra("report", "drawing figures", "matplotlib") from None
 
     matplotlib.use("Agg")  # files only, never a window
     import matplotlib.pyplot as plt
