@@ -8,11 +8,10 @@ import json
 import sys
 from pathlib import Path
 
+# Only light modules at the top: `deepautodnn --help` must answer without importing torch.
+from deepautodnn.config import ABLATION_VARIANTS, PRESETS
+from deepautodnn.inference.names import BACKENDS
 from deepautodnn.version import __version__
-
-VARIANT_NAMES = ("frozen", "finetuned", "scratch")  # ablate.VARIANTS, without importing torch for --help
-BACKENDS = ("torch", "torch-bf16", "onnx", "onnx-int8")  # inference.BACKENDS, likewise
-PRESET_NAMES = ("paper", "fast", "best")  # config.PRESETS, likewise
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -21,7 +20,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train a model on Fashion-MNIST and report on the test split")
-    t.add_argument("--preset", default="fast", choices=PRESET_NAMES, help="settings to use (default: fast)")
+    t.add_argument("--preset", default="fast", choices=list(PRESETS), help="settings to use (default: fast)")
     t.add_argument(
         "--data",
         default="fashion-mnist",
@@ -131,10 +130,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     r.add_argument("--repeats", type=int, default=200, help="timed single-image passes (default: 200)")
 
     a = sub.add_parser("ablate", help="frozen vs fine-tuned vs no pretraining, across label budgets and seeds")
-    a.add_argument("--preset", default="fast", choices=PRESET_NAMES, help="architecture and epochs (default: fast)")
+    a.add_argument("--preset", default="fast", choices=list(PRESETS), help="architecture and epochs (default: fast)")
     a.add_argument(
         "--variants",
-        default=",".join(VARIANT_NAMES),
+        default=",".join(ABLATION_VARIANTS),
         help="comma-separated, from frozen,finetuned,scratch (default: all)",
     )
     a.add_argument("--labels", default="100,1000,10000,all", help="label budgets (default: 100,1000,10000,all)")
@@ -285,9 +284,7 @@ def cmd_predict(args) -> int:
 def cmd_serve(args) -> int:
     import os
 
-    import uvicorn
-
-    from deepautodnn.serve.app import create_app, is_loopback, slow_client_protocol
+    from deepautodnn.serve.app import create_app, is_loopback, slow_client_protocol  # says so if [serve] is missing
 
     token = args.token or os.environ.get("DEEPAUTODNN_TOKEN") or None
     if not is_loopback(args.host) and not token:
@@ -309,6 +306,8 @@ def cmd_serve(args) -> int:
         max_body_bytes=int(args.max_body_mb * 2**20),
         client_timeout_s=args.client_timeout,
     )
+    import uvicorn
+
     uvicorn.run(app, host=args.host, port=args.port, log_level="info", http=slow_client_protocol(args.client_timeout))
     return 0
 

@@ -259,6 +259,10 @@ def _best() -> Config:
 
 PRESETS = {"paper": _paper, "fast": _fast, "best": _best}
 
+# What `deepautodnn ablate` compares: the encoder frozen after pretraining (the paper's Algorithm 1),
+# fine-tuned end to end after pretraining, and the same network trained from scratch.
+ABLATION_VARIANTS = ("frozen", "finetuned", "scratch")
+
 
 def get_preset(name: str) -> Config:
     """A fresh copy of a named preset."""

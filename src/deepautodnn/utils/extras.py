@@ -4,6 +4,7 @@ one-line error that names the extra to install, never an ImportError traceback."
 from __future__ import annotations
 
 import importlib.util
+import sys
 
 from deepautodnn.errors import DeepAutoDNNError
 
@@ -23,8 +24,18 @@ def missing_extra(extra: str, purpose: str, module: str) -> MissingExtraError:
     return MissingExtraError(f"{purpose} needs {module}, which is not installed: pip install 'deepautodnn[{extra}]'")
 
 
+def installed(module: str) -> bool:
+    """Whether `module` can be imported, found without importing it (None in sys.modules blocks it)."""
+    if module in sys.modules:
+        return sys.modules[module] is not None
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
 def require_extra(extra: str, purpose: str) -> None:
-    """Raise MissingExtraError unless every module of `extra` can be imported (checked without importing)."""
+    """Raise MissingExtraError unless every module of `extra` is installed."""
     for module in EXTRAS[extra]:
-        if importlib.util.find_spec(module) is None:
+        if not installed(module):
             raise missing_extra(extra, purpose, module)

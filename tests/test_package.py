@@ -1,0 +1,147 @@
+"""The package's shape: light imports, the lazy public API, no import cycles, layering, extras."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import deepautodnn
+
+HEAVY = ("torch", "numpy", "sklearn", "scipy", "PIL", "fastapi", "onnxruntime", "matplotlib")
+
+
+def python(code: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+
+
+def test_import_and_help_load_nothing_heavy():
+    proc = python(
+        "import sys, deepautodnn\n"
+        "from deepautodnn.cli import get_args_parser\n"
+        "get_args_parser().format_help()\n"
+        f"print([m for m in {HEAVY!r} if m in sys.modules])"
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
+
+
+def test_help_importtime_shows_no_torch():
+    proc = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "deepautodnn", "--help"], capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0 and "usage: deepautodnn" in proc.stdout
+    imported = {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")}
+    assert "deepautodnn.cli" in imported  # the check reads the right output
+    assert not imported & {"torch", "numpy"}
+
+
+def test_public_api_resolves_lazily():
+    for name in deepautodnn.__all__:
+        assert getattr(deepautodnn, name) is not None, name
+    assert set(deepautodnn.__all__) <= set(dir(deepautodnn))
+    with pytest.raises(AttributeError):
+        deepautodnn.no_such_name  # noqa: B018
+
+
+def test_version_comes_from_the_installed_metadata():
+    assert deepautodnn.__version__ == importlib.metadata.version("deepautodnn")
+
+
+def _cycles(graph, modules: set[str]) -> list[list[str]]:
+    """Strongly connected components of more than one module (Tarjan, iterative)."""
+    index, low, on_stack, stack, out, counter = {}, {}, set(), [], [], [0]
+    for root in sorted(modules):
+        if root in index:
+            continue
+        work = [(root, iter(sorted(graph.find_modules_directly_imported_by(root) & modules)))]
+        index[root] = low[root] = counter[0]
+        counter[0] += 1
+        stack.append(root)
+        on_stack.add(root)
+        while work:
+            node, children = work[-1]
+            child = next(children, None)
+            if child is None:
+                work.pop()
+                if work:
+                    low[work[-1][0]] = min(low[work[-1][0]], low[node])
+                if low[node] == index[node]:
+                    component = []
+                    while True:
+                        member = stack.pop()
+                        on_stack.discard(member)
+                        component.append(member)
+                        if member == node:
+                            break
+                    if len(component) > 1:
+                        out.append(sorted(component))
+            elif child not in index:
+                index[child] = low[child] = counter[0]
+                counter[0] += 1
+                stack.append(child)
+                on_stack.add(child)
+                work.append((child, iter(sorted(graph.find_modules_directly_imported_by(child) & modules))))
+            elif child in on_stack:
+                low[node] = min(low[node], index[child])
+    return out
+
+
+def test_no_import_cycles_even_through_functions():
+    grimp = pytest.importorskip("grimp")  # comes with import-linter ([dev])
+    graph = grimp.build_graph("deepautodnn")  # every import statement, inside functions too
+    modules = set(graph.modules)
+    assert len(modules) > 30
+    assert _cycles(graph, modules) == []
+
+
+def test_cycle_finder_finds_a_cycle():
+    class Graph:  # a -> b -> c -> a, d alone
+        edges = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
+
+        def find_modules_directly_imported_by(self, m):
+            return self.edges[m]
+
+    assert _cycles(Graph(), {"a", "b", "c", "d"}) == [["a", "b", "c"]]
+
+
+def test_layering_contracts_hold():
+    lint = Path(sys.executable).with_name("lint-imports")
+    if not lint.exists():
+        pytest.skip("import-linter is not installed ([dev])")
+    proc = subprocess.run([str(lint)], capture_output=True, text=True, timeout=300, cwd=Path(__file__).parents[1])
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert "0 broken" in proc.stdout
+
+
+@pytest.mark.parametrize(
+    "blocked, call, extra",
+    [
+        ("fastapi", "from deepautodnn.cli import main; sys.exit(main(['serve', 'some-model']))", "serve"),
+        (
+            "matplotlib",
+            "from deepautodnn.cli import main; sys.exit(main(['preprocess', 'x.png', '--steps', 'y.png']))",
+            "report",
+        ),
+        ("onnxruntime", "from deepautodnn.inference.backends import OnnxBackend; OnnxBackend('model.onnx')", "onnx"),
+    ],
+)
+def test_a_missing_extra_is_one_line_naming_it(blocked, call, extra, tmp_path):
+    from PIL import Image
+
+    Image.new("L", (32, 32), 200).save(tmp_path / "x.png")
+    proc = subprocess.run(
+        [sys.executable, "-c", f"import sys; sys.modules[{blocked!r}] = None\n{call}"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert proc.returncode != 0
+    assert f"pip install 'deepautodnn[{extra}]'" in proc.stderr
+    if "cli" in call:  # the command line prints one line, no traceback
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr
+        assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
