@@ -33,12 +33,13 @@ import torch
 from deepautodnn.config import Config
 from deepautodnn.data.transforms import TrainingData, to_device_data
 from deepautodnn.inference.evaluate import evaluate_model
+from deepautodnn.config import ABLATION_VARIANTS
 from deepautodnn.models.hybrid import DeepAutoDNN
 from deepautodnn.training.stages import train_autoencoder, train_classifier
 from deepautodnn.utils.files import atomic_write_json, atomic_write_text, read_json
 from deepautodnn.utils.runtime import machine_info, seed_everything, select_device
 
-VARIANTS = ("frozen", "finetuned", "scratch")
+VARIANTS = ABLATION_VARIANTS
 MAX_EPOCH_FACTOR = 20
 RESULTS_FILE = "ablation.json"
 ROWS_DIR = "rows"  # one JSON per finished (variant, labels, seed) row
