@@ -32,5 +32,5 @@ if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv || { echo "setup: python3 -m venv failed; on Debian run: apt-get install python3-venv" >&2; exit 1; }
 fi
 .venv/bin/python -m pip install -q "${TORCH_SPEC:-torch==2.13.0}"
-.venv/bin/python -m pip install -q -e ".[dev]"
+.venv/bin/python -m pip install -q -e ".[dev]"  # [dev] includes [all]: serve, onnx, report
 echo "setup: done; run commands as .venv/bin/deepautodnn or activate with: source .venv/bin/activate" >&2
