@@ -3,7 +3,20 @@ import torch
 from torch import nn
 
 from deepautodnn.config import Config, ModelConfig, get_preset
-from deepautodnn.models.hybrid import DeepAutoDNN
+from deepautodnn.models.hybrid import DeepAutoDNN, predict_proba_u8, reconstruction_error
+from deepautodnn.training.loop import Precision
+from deepautodnn.training.stages import reconstruction_mse
+
+SMALL = ModelConfig(encoder_channels=(4, 8), encoder_pool=(True, True), dnn_hidden=(16,))
+
+
+def small_model(seed: int = 0) -> DeepAutoDNN:
+    torch.manual_seed(seed)
+    return DeepAutoDNN(SMALL).eval()
+
+
+def random_u8(n: int, seed: int = 1) -> torch.Tensor:
+    return torch.randint(0, 256, (n, 28, 28), dtype=torch.uint8, generator=torch.Generator().manual_seed(seed))
 
 
 @pytest.mark.parametrize("preset,latent", [("paper", (128, 14, 14)), ("fast", (128, 7, 7)), ("best", (256, 7, 7))])
@@ -73,3 +86,40 @@ def test_convs_per_block_stack_conv_bn_relu_before_each_pool():
     assert [c.out_channels for c in convs] == [64, 64, 128, 128, 256, 256]
     with pytest.raises(ValueError, match="encoder_convs_per_block"):
         ModelConfig(encoder_convs_per_block=0)
+
+
+def test_the_proba_path_is_softmax_of_the_logits_on_images_over_255():
+    model, x_u8 = small_model(), random_u8(50)
+    with torch.inference_mode():
+        expected = torch.softmax(model(x_u8.unsqueeze(1).float() / 255.0), dim=1)  # (50, 10)
+    # One chunk: the very same forward pass, so the very same numbers, from either input shape.
+    assert torch.equal(predict_proba_u8(model, x_u8, batch_size=64), expected)
+    assert torch.equal(predict_proba_u8(model, x_u8.unsqueeze(1).numpy(), batch_size=64), expected)
+    # Chunks: kernels may change with the batch size, at float32 rounding only.
+    torch.testing.assert_close(predict_proba_u8(model, x_u8, batch_size=7), expected, rtol=1e-5, atol=1e-6)
+    assert predict_proba_u8(model, x_u8[:0]).shape == (0, SMALL.num_classes)
+    with pytest.raises(TypeError, match="uint8"):
+        predict_proba_u8(model, x_u8.float())
+
+
+def test_reconstruction_error_is_the_per_image_mse():
+    model, x_u8 = small_model(), random_u8(6)
+    x = x_u8.unsqueeze(1).float() / 255.0  # (6, 1, 28, 28)
+    with torch.inference_mode():
+        recon = model.reconstruct(x)
+    direct = torch.stack([nn.functional.mse_loss(r, xi) for r, xi in zip(recon, x)])  # (6,)
+    torch.testing.assert_close(reconstruction_error(x, recon), direct)
+    torch.testing.assert_close(reconstruction_error(x[:, 0], recon[:, 0]), direct)  # (N, H, W) too
+    cl = torch.channels_last
+    torch.testing.assert_close(reconstruction_error(x.contiguous(memory_format=cl), recon.to(memory_format=cl)), direct)
+    assert (reconstruction_error(x, x) == 0).all() and (direct > 0).all()
+
+
+def test_reconstruction_mse_is_the_mean_error_over_the_set():
+    model, x_u8 = small_model(), random_u8(10).unsqueeze(1)
+    x = x_u8.float() / 255.0
+    with torch.inference_mode():
+        direct = nn.functional.mse_loss(model.reconstruct(x), x).item()  # over every pixel of the set
+    prec = Precision(get_preset("paper").train, torch.device("cpu"))
+    assert reconstruction_mse(model, x_u8, prec, batch_size=3) == pytest.approx(direct, rel=1e-6)
+    assert reconstruction_mse(model, x_u8[:0], prec) is None

@@ -4,10 +4,14 @@
 is the deep fully-connected network on that code (step 3), and `DeepAutoDNN` chains the encoder
 and the classifier; softmax over its logits gives the class probabilities (step 4).
 Inputs are float images in [0, 1], shape (B, 1, 28, 28).
+
+The package's one way to do each inference job lives here, where every layer may import it:
+`predict_proba_u8` (uint8 images -> probabilities) and `reconstruction_error` (per-image MSE).
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -119,13 +123,48 @@ class DeepAutoDNN(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.encoder(x))  # (B, 1, 28, 28) -> (B, num_classes) logits
 
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return self.autoencoder.decoder(z)  # (B, C, H', W') -> (B, 1, 28, 28) in [0, 1]
+
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
-        return self.autoencoder(x)
+        return self.autoencoder(x)  # (B, 1, 28, 28) -> (B, 1, 28, 28)
 
     @torch.inference_mode()
     def predict_proba(self, x: torch.Tensor) -> torch.Tensor:
         """Softmax probabilities (paper Sec. III-C) for float images in [0, 1]."""
-        return torch.softmax(self(x).float(), dim=1)
+        return torch.softmax(self(x).float(), dim=1)  # (B, 1, 28, 28) -> (B, num_classes)
+
+
+def to_unit(x_u8: torch.Tensor) -> torch.Tensor:
+    """uint8 grey values [0, 255] -> float32 [0, 1], the range the decoder's sigmoid reproduces."""
+    return x_u8.float() / 255.0
+
+
+@torch.inference_mode()
+def predict_proba_u8(
+    model: DeepAutoDNN,
+    images_u8: np.ndarray | torch.Tensor,
+    *,
+    batch_size: int = 1024,
+    device: torch.device | str | None = None,
+) -> torch.Tensor:
+    """The one uint8 -> probabilities path: images (N, H, W) or (N, 1, H, W) -> (N, num_classes)
+    float32 on the CPU. Chunks of `batch_size` go to `device` (default: the model's) so memory stays
+    bounded; the caller puts the model in eval mode."""
+    x = torch.as_tensor(images_u8)
+    if x.dtype != torch.uint8:
+        raise TypeError(f"images must be uint8, got {x.dtype}")
+    if x.ndim == 3:
+        x = x.unsqueeze(1)  # (N, H, W) -> (N, 1, H, W)
+    device = next(model.parameters()).device if device is None else device
+    out = [model.predict_proba(to_unit(chunk.to(device))).cpu() for chunk in x.split(batch_size)]
+    return torch.cat(out) if out else torch.zeros(0, model.config.num_classes)
+
+
+def reconstruction_error(x: torch.Tensor, recon: torch.Tensor) -> torch.Tensor:
+    """The one reconstruction error: per-image MSE between images in [0, 1] and their reconstructions,
+    (N, ...) x2 -> (N,) float32, whatever the layout ((N, H, W) or (N, 1, H, W), any memory format)."""
+    return (recon.float() - x.float()).square().flatten(1).mean(1)
 
 
 def build_model(cfg: Config, *, seed: int, device: torch.device | str = "cpu") -> DeepAutoDNN:
