@@ -1,7 +1,10 @@
 import numpy as np
+import torch
 from sklearn.metrics import precision_recall_fscore_support
 
-from deepautodnn.inference.evaluate import classification_metrics, metrics_markdown
+from deepautodnn.config import ModelConfig
+from deepautodnn.inference.evaluate import classification_metrics, metrics_markdown, predict_proba
+from deepautodnn.models.hybrid import DeepAutoDNN
 
 NAMES = ("a", "b", "c")
 
@@ -34,3 +37,14 @@ def test_markdown_has_every_class_and_the_accuracy():
     for name in NAMES:
         assert f"| {name} |" in md
     assert "Specificity" in md and "Confusion matrix" in md
+
+
+def test_predict_proba_is_the_models_softmax_in_eval_mode():
+    torch.manual_seed(0)
+    model = DeepAutoDNN(ModelConfig(encoder_channels=(4, 8), encoder_pool=(True, True), dnn_hidden=(16,)))
+    images = np.random.default_rng(0).integers(0, 256, (30, 28, 28), dtype=np.uint8)
+    proba = predict_proba(model.train(), images)  # eval mode is its job: dropout would change the numbers
+    assert not model.training and isinstance(proba, np.ndarray) and proba.dtype == np.float32
+    with torch.inference_mode():
+        expected = torch.softmax(model(torch.from_numpy(images).unsqueeze(1).float() / 255.0), 1).numpy()
+    np.testing.assert_array_equal(proba, expected)

@@ -7,24 +7,18 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from deepautodnn.models.hybrid import DeepAutoDNN
+from deepautodnn.models.hybrid import DeepAutoDNN, predict_proba_u8
 from deepautodnn.paper import TEST_ACCURACY as PAPER_TEST_ACCURACY
 
 
-@torch.inference_mode()
 def predict_proba(
     model: DeepAutoDNN, images_u8: np.ndarray | torch.Tensor, batch_size: int = 1024, device: str | torch.device = "cpu"
 ) -> np.ndarray:
-    """Class probabilities (N, num_classes) for uint8 images (N, 28, 28) or (N, 1, 28, 28)."""
-    x = torch.as_tensor(images_u8)
-    if x.dtype != torch.uint8:
-        raise TypeError(f"images must be uint8, got {x.dtype}")
-    if x.ndim == 3:
-        x = x.unsqueeze(1)  # (N, H, W) -> (N, 1, H, W)
+    """Class probabilities (N, num_classes) for uint8 images (N, 28, 28) or (N, 1, 28, 28).
+
+    Moves the model to `device` and into eval mode, then runs the one path, `predict_proba_u8`."""
     model = model.to(device).eval()
-    out = [torch.softmax(model(chunk.to(device).float() / 255.0).float(), 1).cpu() for chunk in x.split(batch_size)]
-    n_classes = model.config.num_classes
-    return torch.cat(out).numpy() if out else np.zeros((0, n_classes), np.float32)
+    return predict_proba_u8(model, images_u8, batch_size=batch_size, device=device).numpy()
 
 
 def _ratio(num: float, den: float) -> float:
