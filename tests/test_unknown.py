@@ -59,6 +59,21 @@ def test_feature_statistics_find_the_nearest_class_and_neighbour():
     assert partial.class_means.shape == (3, 8) and np.isfinite(partial.mahalanobis(far)).all()
 
 
+def test_the_reconstruction_signal_is_the_per_image_mse_of_the_backend_outputs():
+    from deepautodnn.inference.graph import GraphOutputs
+    from deepautodnn.inference.ood import model_signals
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (5, 28, 28), dtype=np.uint8)
+    recon = rng.random((5, 28, 28), dtype=np.float32)
+    features = rng.normal(size=(5, 8)).astype(np.float32)
+    logits = rng.normal(size=(5, 3)).astype(np.float32)
+    out = GraphOutputs(np.full((5, 3), 1 / 3, np.float32), recon, logits, features)
+    stats = FeatureStats.fit(rng.normal(size=(60, 8)).astype(np.float32), np.arange(60) % 3, bank_size=20)
+    direct = np.array([np.mean((r.astype(np.float64) - i / 255.0) ** 2) for i, r in zip(images, recon)])
+    np.testing.assert_allclose(model_signals(out, images, stats)["reconstruction"], direct, rtol=1e-6)
+
+
 def test_a_trained_run_stores_its_detector(tiny_run):
     run_dir, _ = tiny_run
     saved = json.loads((run_dir / UNKNOWN_FILE).read_text())

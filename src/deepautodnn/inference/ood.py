@@ -37,6 +37,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from deepautodnn.models.hybrid import reconstruction_error, to_unit
 from deepautodnn.utils.files import atomic_write_json, read_json
 
 UNKNOWN_FILE = "unknown.json"
@@ -64,10 +65,10 @@ SCALE_FLOOR = {"object_count": 1.0}
 KNN_K = 10  # Sun et al. use k=50 with 50,000 training images; the bank here holds 10,000
 
 
-def reconstruction_error(images_u8: np.ndarray, recon: np.ndarray) -> np.ndarray:
-    """Per-image MSE between the input in [0, 1] and its reconstruction: (N, H, W) x2 -> (N,)."""
-    x = images_u8.astype(np.float32) / 255.0
-    return ((recon.astype(np.float32) - x) ** 2).reshape(len(x), -1).mean(1)
+def _reconstruction_error(images_u8: np.ndarray, recon: np.ndarray) -> np.ndarray:
+    """The model's `reconstruction_error` on a backend's arrays: uint8 inputs (N, H, W) and their
+    reconstructions (N, H, W) in [0, 1] -> (N,)."""
+    return reconstruction_error(to_unit(torch.as_tensor(images_u8)), torch.as_tensor(recon)).numpy()
 
 
 def evidence_of_arrays(images_u8: np.ndarray) -> list[dict]:
@@ -141,7 +142,7 @@ def model_signals(out, images_u8: np.ndarray, stats: FeatureStats) -> dict[str, 
         "energy": -(top + np.log(np.exp(logits - top[:, None]).sum(1))),  # -logsumexp, computed stably
         "mahalanobis": stats.mahalanobis(out.features),
         "knn": stats.knn(out.features),
-        "reconstruction": reconstruction_error(images_u8, out.recon),
+        "reconstruction": _reconstruction_error(images_u8, out.recon),
     }
 
 
@@ -317,7 +318,7 @@ class TwoSignalDetector:
         return "torch", None
 
     def scores(self, out, images_u8: np.ndarray, evidence=None, backend: str = "torch") -> np.ndarray:
-        recon = reconstruction_error(images_u8, out.recon)
+        recon = _reconstruction_error(images_u8, out.recon)
         return np.maximum(
             recon / max(self.recon_threshold, 1e-12), (1 - out.proba.max(1)) / max(self.uncertainty_threshold, 1e-12)
         )

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from deepautodnn.config import STAGES, Config, TrainConfig
 from deepautodnn.data.transforms import TrainingData, augment_batch, erase_batch, to_float
-from deepautodnn.models.hybrid import DeepAutoDNN
+from deepautodnn.models.hybrid import DeepAutoDNN, reconstruction_error
 from deepautodnn.training import distributed
 from deepautodnn.training.distributed import SINGLE, DistContext
 from deepautodnn.training.loop import EpochLogger, Precision, fit, map_batches
@@ -28,6 +28,7 @@ from deepautodnn.training.state import (
 
 
 def reconstruction_mse(model: DeepAutoDNN, x_u8: torch.Tensor, prec: Precision, batch_size: int = 1024) -> float | None:
+    """The mean over a set of the model's `reconstruction_error`, at the training precision."""
     if len(x_u8) == 0:
         return None
     model.eval()
@@ -37,8 +38,8 @@ def reconstruction_mse(model: DeepAutoDNN, x_u8: torch.Tensor, prec: Precision, 
             x = to_float(chunk, prec.channels_last)
             with prec.autocast():
                 recon = model.reconstruct(x)
-            total += F.mse_loss(recon.float(), x, reduction="sum").item()
-    return total / x_u8[0].numel() / len(x_u8)
+            total += reconstruction_error(x, recon).sum().item()  # (B,) per-image MSEs
+    return total / len(x_u8)
 
 
 def train_autoencoder(
