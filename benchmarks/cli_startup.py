@@ -1,0 +1,78 @@
+"""How long `deepautodnn --help` and `import deepautodnn` take, and their peak memory.
+
+Each command runs in a fresh interpreter, `--repeats` times; the median wall time and the median
+peak RSS (from the child's rusage) are reported. `--src` times another source tree with the same
+interpreter (e.g. a checkout of an older commit), to compare before and after.
+
+    python benchmarks/cli_startup.py --out results/cli_startup_cpu.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+from _emit import emit_json
+
+from deepautodnn.utils.runtime import machine_info
+
+COMMANDS = {
+    "deepautodnn --help": ["-m", "deepautodnn", "--help"],
+    "import deepautodnn": ["-c", "import deepautodnn"],
+}
+
+
+def measure(args: list[str], env: dict, repeats: int) -> dict:
+    seconds, rss_mib = [], []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        child = subprocess.Popen([sys.executable, *args], env=env, stdout=subprocess.DEVNULL)
+        _, status, usage = os.wait4(child.pid, 0)  # this child's own rusage
+        seconds.append(time.perf_counter() - start)
+        if status != 0:
+            raise SystemExit(f"{args} failed with status {status}")
+        rss_mib.append(usage.ru_maxrss / 1024)  # KiB on Linux
+    importtime = subprocess.run(
+        [sys.executable, "-X", "importtime", *args], env=env, capture_output=True, text=True, check=True
+    ).stderr
+    modules = {line.rsplit("|", 1)[-1].strip() for line in importtime.splitlines() if line.startswith("import time:")}
+    return {
+        "median_seconds": round(statistics.median(seconds), 4),
+        "seconds": [round(s, 4) for s in seconds],
+        "median_peak_rss_mib": round(statistics.median(rss_mib), 1),
+        "imports_torch": "torch" in modules,
+        "modules_imported": len(modules),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--src", help="source tree to put first on PYTHONPATH (default: the installed package)")
+    parser.add_argument("--out")
+    args = parser.parse_args()
+    env = dict(os.environ)
+    if args.src:
+        env["PYTHONPATH"] = str(Path(args.src).resolve())
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=args.src or Path(__file__).parent
+    ).stdout.strip()
+    result = {
+        "command": "python " + " ".join(sys.argv),
+        "commit": commit,
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": machine_info(),
+        "repeats": args.repeats,
+        "results": {name: measure(cmd, env, args.repeats) for name, cmd in COMMANDS.items()},
+    }
+    emit_json(result, args.out)
+
+
+if __name__ == "__main__":
+    main()
