@@ -1,21 +1,18 @@
-"""Draw docs/preprocessing.png: every step of `deepautodnn.preprocess` on realistic photos of
-Fashion-MNIST test images (from benchmarks/photo_variants.py), each row ending with the original
+"""Draw docs/preprocessing.png: every step of `deepautodnn.data.preprocess` on realistic photos of
+Fashion-MNIST test images (from photo_variants.py beside it), each row ending with the original
 28x28 image the photo was made from. The panels are the library's own steps.
 
-    python scripts/preprocessing_figure.py [--out docs/preprocessing.png]
+    python benchmarks/preprocessing_figure.py [--out docs/preprocessing.png]
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
-from photo_variants import VARIANTS, variant_rng  # noqa: E402  (the benchmark's photos of test images)
+from photo_variants import VARIANTS, variant_rng  # the benchmark's photos of test images
 
-from deepautodnn import load_fashion_mnist  # noqa: E402
-from deepautodnn.data.preprocess import load_preprocessed, save_steps_figure  # noqa: E402
+from deepautodnn import load_fashion_mnist
+from deepautodnn.data.preprocess import load_preprocessed, save_steps_figure
 
 ROWS = [  # (variant, test image index)
     ("plain_product_shot", 0),
