@@ -273,7 +273,7 @@ def _squared_hinge(scores: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 def run_torch(comp: TorchComparator, split: Split, seed: int, echo, device="cpu", epochs: int | None = None) -> dict:
     from deepautodnn.data.transforms import to_float
-    from deepautodnn.training.loop import Precision, fit, map_batches
+    from deepautodnn.training.loop import Precision, StageSpec, fit, map_batches
     from deepautodnn.utils.runtime import seed_everything
 
     tcfg = TrainConfig(
@@ -309,25 +309,25 @@ def run_torch(comp: TorchComparator, split: Split, seed: int, echo, device="cpu"
         )
 
     start = time.perf_counter()
-    summary = fit(
-        stage=comp.name,
+    spec = StageSpec(
+        name=comp.name,
         model=net,
         params=list(net.parameters()),
         set_modes=net.train,
+        step_loss=step_loss,
+        validate=validate,
+        score_key="val_acc",
+        higher_is_better=True,
         n_train=len(x_train),
         epochs=epochs or comp.epochs,
         batch_size=comp.batch_size,
         lr=comp.lr,
-        tcfg=tcfg,
-        seed=seed,
-        step_loss=step_loss,
+        schedule=tcfg.schedule,
+        weight_decay=tcfg.weight_decay,
+        keep_best_epoch=tcfg.keep_best_epoch,
         data_device=x_train.device,
-        validate=validate,
-        score_key="val_acc",
-        higher_is_better=True,
-        log=log,
-        progress=False,
     )
+    summary = fit(spec, seed=seed, log=log)
     train_seconds = time.perf_counter() - start
     net.eval()
     start = time.perf_counter()

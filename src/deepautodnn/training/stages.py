@@ -20,7 +20,7 @@ from deepautodnn.data.transforms import TrainingData, augment_batch, erase_batch
 from deepautodnn.models.hybrid import DeepAutoDNN, reconstruction_error
 from deepautodnn.training import distributed
 from deepautodnn.training.distributed import SINGLE, DistContext
-from deepautodnn.training.loop import EpochLogger, Precision, fit, map_batches
+from deepautodnn.training.loop import EpochLogger, Precision, StageSpec, fit, map_batches
 from deepautodnn.training.state import (
     Checkpointer,
     TrainingState,
@@ -74,22 +74,27 @@ def train_autoencoder(
     def validate():
         return {"val_mse": reconstruction_mse(model, data.x_val, prec)}
 
-    return fit(
-        stage="ae",
+    spec = StageSpec(
+        name="ae",
         model=model,
         params=list(model.autoencoder.parameters()),
         set_modes=lambda: model.autoencoder.train(),
+        step_loss=step_loss,
+        validate=validate,
+        score_key="val_mse",
+        higher_is_better=False,
         n_train=len(data.x_train),
         epochs=tcfg.ae_epochs,
         batch_size=tcfg.ae_batch_size,
         lr=tcfg.ae_lr,
-        tcfg=tcfg,
-        seed=seed,
-        step_loss=step_loss,
+        schedule=tcfg.schedule,
+        weight_decay=tcfg.weight_decay,
+        keep_best_epoch=tcfg.keep_best_epoch,
         data_device=data.x_train.device,
-        validate=validate,
-        score_key="val_mse",
-        higher_is_better=False,
+    )
+    return fit(
+        spec,
+        seed=seed,
         log=log,
         progress=progress,
         ctx=ctx,
@@ -100,7 +105,7 @@ def train_autoencoder(
     )
 
 
-def _frozen_features(model, x_u8, prec, cache_limit_gib: float):
+def _frozen_features(model: DeepAutoDNN, x_u8, prec, cache_limit_gib: float):
     """The frozen encoder's codes for all of x_u8 as float16, or None if they would not fit."""
     shape = (len(x_u8), *model.config.latent_shape)  # (N, C, H', W')
     if math.prod(shape) * 2 > cache_limit_gib * 2**30:
@@ -110,9 +115,9 @@ def _frozen_features(model, x_u8, prec, cache_limit_gib: float):
     feats = torch.empty(shape, dtype=torch.float16, device=x_u8.device)
     with torch.inference_mode():
         for start in range(0, len(x_u8), 1024):
-            chunk = to_float(x_u8[start : start + 1024], prec.channels_last)
+            chunk = to_float(x_u8[start : start + 1024], prec.channels_last)  # (B, 1, H, W)
             with prec.autocast():
-                feats[start : start + len(chunk)] = model.encoder(chunk)
+                feats[start : start + len(chunk)] = model.forward_features(chunk)  # (B, C, H', W')
     return feats
 
 
@@ -140,83 +145,11 @@ def train_classifier(
     if resume is not None:
         resume.load_model(model)  # before the frozen codes are computed from it
     prec = Precision(tcfg, device)
-    frozen = stage == "dnn"
-    if frozen:
-        # The frozen encoder is deterministic in eval mode, so its codes can be computed once.
-        train_feats = _frozen_features(model, data.x_train, prec, tcfg.cache_features_gib)
-        val_feats = _frozen_features(model, data.x_val, prec, tcfg.cache_features_gib)
-        params = list(model.classifier.parameters())
-        epochs, batch_size, lr = tcfg.dnn_epochs, tcfg.dnn_batch_size, tcfg.dnn_lr
-
-        def set_modes():
-            model.eval()
-            model.classifier.train()
-    else:
-        train_feats = val_feats = None
-        params = [p for name, p in model.named_parameters() if not name.startswith("autoencoder.decoder")]
-        epochs, batch_size, lr = tcfg.finetune_epochs, tcfg.finetune_batch_size, tcfg.finetune_lr
-
-        def set_modes():
-            model.train()
-
-    for p in model.encoder.parameters():
-        p.requires_grad_(not frozen)
-    # What the optimiser trains, as one module so DDP can wrap it: the DNN on codes when frozen,
-    # else encoder + DNN on images (the decoder takes no part).
-    net = distributed.wrap(model.classifier if frozen else torch.nn.Sequential(model.encoder, model.classifier), ctx)
-
-    def train_logits(idx, gen):
-        if frozen and train_feats is not None:
-            z = train_feats[idx.to(train_feats.device)].float()
-            if prec.channels_last:
-                z = z.contiguous(memory_format=torch.channels_last)
-            return net(z)
-        x = to_float(data.x_train[idx.to(data.x_train.device)], prec.channels_last)
-        if tcfg.augment and not frozen:
-            x = augment_batch(x, gen)
-            if tcfg.erase_prob > 0:
-                x = erase_batch(x, gen, tcfg.erase_prob)
-        if frozen:
-            with torch.no_grad():
-                z = model.encoder(x)
-            return net(z)
-        return net(x)
-
-    def step_loss(idx, gen):
-        with prec.autocast():
-            logits = train_logits(idx, gen)
-        y = data.y_train[idx.to(data.y_train.device)]
-        loss = F.cross_entropy(logits.float(), y, label_smoothing=tcfg.label_smoothing)
-        return loss, (logits.argmax(1) == y).sum()
-
-    def validate():
-        if len(data.x_val) == 0:
-            return {"val_acc": None}
-        model.eval()
-        if val_feats is not None:
-            with torch.inference_mode(), prec.autocast():
-                logits = torch.cat([model.classifier(z.float()) for z in val_feats.split(1024)])
-        else:
-            logits = map_batches(model, data.x_val, 1024, prec)
-        return {"val_acc": (logits.argmax(1) == data.y_val).float().mean().item()}
-
     try:
+        make_spec = _frozen_stage if stage == "dnn" else _finetune_stage
         return fit(
-            stage=stage,
-            model=model,
-            params=params,
-            set_modes=set_modes,
-            n_train=len(data.x_train),
-            epochs=epochs,
-            batch_size=batch_size,
-            lr=lr,
-            tcfg=tcfg,
+            make_spec(model, data, tcfg, prec, ctx),
             seed=seed,
-            step_loss=step_loss,
-            data_device=data.x_train.device,
-            validate=validate,
-            score_key="val_acc",
-            higher_is_better=True,
             log=log,
             progress=progress,
             ctx=ctx,
@@ -228,6 +161,128 @@ def train_classifier(
     finally:
         for p in model.encoder.parameters():
             p.requires_grad_(True)
+
+
+def _frozen_stage(model: DeepAutoDNN, data: TrainingData, tcfg: TrainConfig, prec: Precision, ctx) -> StageSpec:
+    """Stage 2: the DNN on the frozen encoder's codes (Algorithm 1 step 3)."""
+    # The frozen encoder is deterministic in eval mode, so its codes are computed once if they fit.
+    train_feats = _frozen_features(model, data.x_train, prec, tcfg.cache_features_gib)
+    val_feats = _frozen_features(model, data.x_val, prec, tcfg.cache_features_gib)
+    for p in model.encoder.parameters():
+        p.requires_grad_(False)
+    net = distributed.wrap(model.classifier, ctx)  # what the optimiser trains, as one module for DDP
+
+    def logits(idx, gen):
+        if train_feats is not None:
+            z = train_feats[idx.to(train_feats.device)].float()  # (B, C, H', W')
+            if prec.channels_last:
+                z = z.contiguous(memory_format=torch.channels_last)
+            return net(z)
+        x = to_float(data.x_train[idx.to(data.x_train.device)], prec.channels_last)
+        with torch.no_grad():
+            z = model.forward_features(x)  # (B, 1, H, W) -> (B, C, H', W')
+        return net(z)
+
+    def val_logits():
+        if val_feats is None:
+            return map_batches(model, data.x_val, 1024, prec)
+        with torch.inference_mode(), prec.autocast():
+            return torch.cat([model.forward_head(z.float())[0] for z in val_feats.split(1024)])
+
+    def set_modes():
+        model.eval()
+        model.classifier.train()
+
+    return _classifier_spec(
+        model,
+        data,
+        tcfg,
+        prec,
+        name="dnn",
+        params=list(model.classifier.parameters()),
+        set_modes=set_modes,
+        logits=logits,
+        val_logits=val_logits,
+    )
+
+
+def _finetune_stage(model: DeepAutoDNN, data: TrainingData, tcfg: TrainConfig, prec: Precision, ctx) -> StageSpec:
+    """Stage 3: encoder + DNN end to end on (augmented) images; the decoder takes no part."""
+    for p in model.encoder.parameters():
+        p.requires_grad_(True)
+    # Encoder + DNN as one module so DDP can wrap it (the whole model would add the unused decoder).
+    net = distributed.wrap(torch.nn.Sequential(model.encoder, model.classifier), ctx)
+
+    def logits(idx, gen):
+        x = to_float(data.x_train[idx.to(data.x_train.device)], prec.channels_last)  # (B, 1, H, W)
+        if tcfg.augment:
+            x = augment_batch(x, gen)
+            if tcfg.erase_prob > 0:
+                x = erase_batch(x, gen, tcfg.erase_prob)
+        return net(x)
+
+    return _classifier_spec(
+        model,
+        data,
+        tcfg,
+        prec,
+        name="finetune",
+        params=[p for name, p in model.named_parameters() if not name.startswith("autoencoder.decoder")],
+        set_modes=model.train,
+        logits=logits,
+        val_logits=lambda: map_batches(model, data.x_val, 1024, prec),
+    )
+
+
+def _classifier_spec(
+    model: DeepAutoDNN,
+    data: TrainingData,
+    tcfg: TrainConfig,
+    prec: Precision,
+    *,
+    name: str,
+    params: list[torch.nn.Parameter],
+    set_modes,
+    logits,
+    val_logits,
+) -> StageSpec:
+    """Cross-entropy on `logits(idx, gen)` (B, num_classes); the best epoch by validation accuracy."""
+
+    def step_loss(idx, gen):
+        with prec.autocast():
+            out = logits(idx, gen)
+        y = data.y_train[idx.to(data.y_train.device)]
+        loss = F.cross_entropy(out.float(), y, label_smoothing=tcfg.label_smoothing)
+        return loss, (out.argmax(1) == y).sum()
+
+    def validate():
+        if len(data.x_val) == 0:
+            return {"val_acc": None}
+        model.eval()
+        return {"val_acc": (val_logits().argmax(1) == data.y_val).float().mean().item()}
+
+    epochs, batch_size, lr = {
+        "dnn": (tcfg.dnn_epochs, tcfg.dnn_batch_size, tcfg.dnn_lr),
+        "finetune": (tcfg.finetune_epochs, tcfg.finetune_batch_size, tcfg.finetune_lr),
+    }[name]
+    return StageSpec(
+        name=name,
+        model=model,
+        params=params,
+        set_modes=set_modes,
+        step_loss=step_loss,
+        validate=validate,
+        score_key="val_acc",
+        higher_is_better=True,
+        n_train=len(data.x_train),
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        schedule=tcfg.schedule,
+        weight_decay=tcfg.weight_decay,
+        keep_best_epoch=tcfg.keep_best_epoch,
+        data_device=data.x_train.device,
+    )
 
 
 def stage_plan(cfg: Config) -> list[str]:
