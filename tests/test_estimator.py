@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from sklearn.model_selection import GridSearchCV, cross_val_score
 from sklearn.pipeline import Pipeline
 from sklearn.utils.estimator_checks import parametrize_with_checks
@@ -43,6 +44,9 @@ def test_fits_images_and_flat_rows_alike(small):
     assert a.score(images[1000:], labels[1000:]) > 0.45  # chance is 0.1; two short epochs on 1,000 images
     proba = a.predict_proba(images[1000:])
     assert proba.shape == (200, 10) and np.allclose(proba.sum(1), 1, atol=1e-5)
+    with torch.inference_mode():  # the fitted network's own softmax, on the images over 255
+        expected = torch.softmax(a.model_(torch.from_numpy(images[1000:]).unsqueeze(1).float() / 255.0), 1)
+    np.testing.assert_array_equal(proba, expected.numpy())
     assert list(a.classes_) == list(range(10))
     assert a.transform(images[1000:1005]).shape == (5, 128 * 7 * 7)  # the fast preset's 7x7x128 code
 

@@ -18,6 +18,8 @@ from sklearn.base import BaseEstimator, ClassifierMixin, TransformerMixin
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from deepautodnn.models.hybrid import build_model, predict_proba_u8, to_unit
+
 
 def _side_for(n_features: int, multiple: int) -> int:
     side = max(8, math.isqrt(n_features - 1) + 1 if n_features > 1 else 1)
@@ -86,9 +88,8 @@ class DeepAutoDNNClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         from deepautodnn.config import get_preset
         from deepautodnn.data.fashion_mnist import train_val_split
         from deepautodnn.data.transforms import TrainingData
-        from deepautodnn.models.hybrid import DeepAutoDNN
         from deepautodnn.training.stages import stage_plan, train_autoencoder, train_classifier
-        from deepautodnn.utils.runtime import seed_everything, select_device
+        from deepautodnn.utils.runtime import select_device
 
         if y is None:
             raise ValueError(f"{type(self).__name__} requires y to be passed, but the target y is None")
@@ -126,11 +127,7 @@ class DeepAutoDNNClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         data = TrainingData(
             images[train_idx].to(dev), labels[train_idx].to(dev), images[val_idx].to(dev), labels[val_idx].to(dev)
         )
-        seed_everything(self.random_state)
-        model = DeepAutoDNN(cfg.model)
-        if cfg.train.channels_last:
-            model = model.to(memory_format=torch.channels_last)
-        model = model.to(dev)
+        model = build_model(cfg, seed=self.random_state, device=dev)
         quiet = lambda row: None  # noqa: E731
         for stage in stage_plan(cfg):
             if stage == "ae":
@@ -141,13 +138,10 @@ class DeepAutoDNNClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         self.config_ = cfg
         return self
 
-    @torch.inference_mode()
     def predict_proba(self, X) -> np.ndarray:
         """Class probabilities (N, n_classes), columns in the order of `classes_`."""
         check_is_fitted(self)
-        x = self._to_images(self._validated(X))
-        out = [torch.softmax(self.model_(chunk.float() / 255.0).float(), 1) for chunk in x.split(1024)]
-        return torch.cat(out).numpy()
+        return predict_proba_u8(self.model_, self._to_images(self._validated(X))).numpy()
 
     def predict(self, X) -> np.ndarray:
         proba = self.predict_proba(X)  # checks fitted before classes_ is read
@@ -157,8 +151,8 @@ class DeepAutoDNNClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
     def transform(self, X) -> np.ndarray:
         """The encoder's code, flattened: (N, C * H' * W'), the features the DNN reads."""
         check_is_fitted(self)
-        x = self._to_images(self._validated(X))
-        codes = [self.model_.encoder(chunk.float() / 255.0).flatten(1) for chunk in x.split(1024)]
+        x = self._to_images(self._validated(X))  # (N, 1, S, S) uint8
+        codes = [self.model_.forward_features(to_unit(chunk)).flatten(1) for chunk in x.split(1024)]  # (B, C*H'*W')
         return torch.cat(codes).numpy().astype(np.float64)
 
     def __sklearn_tags__(self):
