@@ -30,14 +30,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from deepautodnn.config import Config
+from deepautodnn.config import ABLATION_VARIANTS, Config
 from deepautodnn.data.transforms import TrainingData, to_device_data
 from deepautodnn.inference.evaluate import evaluate_model
-from deepautodnn.config import ABLATION_VARIANTS
-from deepautodnn.models.hybrid import DeepAutoDNN
+from deepautodnn.models.hybrid import build_model
 from deepautodnn.training.stages import train_autoencoder, train_classifier
 from deepautodnn.utils.files import atomic_write_json, atomic_write_text, read_json
-from deepautodnn.utils.runtime import machine_info, seed_everything, select_device
+from deepautodnn.utils.runtime import machine_info, select_device
 
 VARIANTS = ABLATION_VARIANTS
 MAX_EPOCH_FACTOR = 20
@@ -127,14 +126,6 @@ def run_ablation(
     train_idx, test_images, test_labels = d.train_idx, d.test_images, d.test_labels
     full = to_device_data(d.images, d.labels, d.train_idx, d.val_idx, dev)
     start = time.perf_counter()
-
-    def new_model(seed: int) -> DeepAutoDNN:
-        seed_everything(seed)
-        model = DeepAutoDNN(cfg.model)
-        if cfg.train.channels_last:
-            model = model.to(memory_format=torch.channels_last)
-        return model.to(dev)
-
     quiet = lambda row: None  # noqa: E731  (per-epoch rows are not kept for ablations)
     for seed in seeds:
         # All-label rows first (the main comparison), then the cheap small budgets, then larger ones.
@@ -149,7 +140,7 @@ def run_ablation(
                 return _finish(state, out_dir)
             t0 = time.perf_counter()
             epochs = variant_epochs(cfg, variant, n_labels or len(train_idx), len(train_idx))
-            model = new_model(seed)
+            model = build_model(cfg, seed=seed, device=dev)
             if epochs["ae"]:
                 if pretrained is None:
                     # Pretraining reads no labels, so one autoencoder per seed serves every budget.
