@@ -18,6 +18,7 @@ from deepautodnn import paper
 from deepautodnn.data.fashion_mnist import load_fashion_mnist
 from deepautodnn.errors import ModelFileError
 from deepautodnn.experiments.markdown import RENDERERS, Figure, Heading, Paragraph, Table, pct
+from deepautodnn.models.hybrid import to_unit
 from deepautodnn.models.serialization import METRICS_FILE, load_config, load_model
 from deepautodnn.utils.files import atomic_write_text, read_json
 
@@ -145,7 +146,7 @@ def _figures(model, metrics: dict, run_dir: Path, images: np.ndarray, labels: np
         )
     # One test image per class: the autoencoder's input and its reconstruction.
     firsts = [int(np.flatnonzero(labels == k)[0]) for k in range(len(names)) if (labels == k).any()]
-    x = torch.from_numpy(images[firsts]).unsqueeze(1).float() / 255.0  # (K, 1, 28, 28)
+    x = to_unit(torch.from_numpy(images[firsts]).unsqueeze(1))  # (K, 1, 28, 28) in [0, 1]
     with torch.inference_mode():
         recon = model.reconstruct(x)
     caption = "Autoencoder reconstructions: one test image per class (top) and its decoding (bottom)."
@@ -169,7 +170,7 @@ def _figures(model, metrics: dict, run_dir: Path, images: np.ndarray, labels: np
     )
     sample = slice(0, min(2000, len(images)))
     with torch.inference_mode():
-        codes = model.encoder(torch.from_numpy(images[sample]).unsqueeze(1).float() / 255.0)  # (n, C, H', W')
+        codes = model.forward_features(to_unit(torch.from_numpy(images[sample]).unsqueeze(1)))  # (n, C, H', W')
     points = PCA(2, random_state=0).fit_transform(codes.flatten(1).float().numpy())
     blocks.append(
         Figure(

@@ -36,7 +36,7 @@ class InferenceGraph(torch.nn.Module):
         z = self.model.forward_features(x)  # (B, C, H', W')
         logits, features = self.model.forward_head(z)  # (B, K), (B, D)
         proba = torch.softmax(logits, 1)
-        recon = self.reference(x) if self.reference is not None else self.model.autoencoder.decoder(z)
+        recon = self.reference(x) if self.reference is not None else self.model.decode(z)  # (B, 1, H, W)
         return proba, recon, logits, features
 
 
