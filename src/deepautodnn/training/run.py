@@ -11,17 +11,18 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from deepautodnn.config import Config
 from deepautodnn.data.sources import RunData, load_run_data
-from deepautodnn.data.transforms import to_device_data
+from deepautodnn.data.transforms import TrainingData, to_device_data
 from deepautodnn.errors import DeepAutoDNNError, ModelFileError, WriteError
 from deepautodnn.inference.evaluate import evaluate_model, metrics_markdown
 from deepautodnn.inference.ood import DEFAULT_FALSE_ALARM_RATE
-from deepautodnn.models.hybrid import DeepAutoDNN
+from deepautodnn.models.hybrid import DeepAutoDNN, build_model
 from deepautodnn.models.serialization import (
     CONFIG_FILE,
     config_to_json,
@@ -30,12 +31,20 @@ from deepautodnn.models.serialization import (
     save_model,
     save_weights,
 )
+from deepautodnn.training import distributed
+from deepautodnn.training.distributed import DistContext
 from deepautodnn.training.metrics_log import MetricsLog
 from deepautodnn.training.stages import stage_plan, train_autoencoder, train_classifier
-from deepautodnn.training.state import Checkpointer, GracefulStop, NonFiniteLossError, TrainingInterrupted
+from deepautodnn.training.state import (
+    Checkpointer,
+    GracefulStop,
+    NonFiniteLossError,
+    TrainingInterrupted,
+    TrainingState,
+)
 from deepautodnn.utils.extras import MissingExtraError
 from deepautodnn.utils.files import atomic_write_bytes, atomic_write_json, atomic_write_text, read_json
-from deepautodnn.utils.runtime import machine_info, seed_everything, select_device
+from deepautodnn.utils.runtime import machine_info, select_device
 from deepautodnn.version import __version__
 
 CHECKPOINT_DIR = "checkpoints"
@@ -105,152 +114,255 @@ def train_run(
     Under torchrun with several processes this is data-parallel (see `distributed`): every rank
     trains, rank 0 alone writes files and prints.
     """
-    from deepautodnn.training import distributed
+    given = _Settings(cfg=cfg, seed=seed, train_limit=train_limit, data=data, deterministic=deterministic)
+    run = _start_run(Path(run_dir), given, resume=resume, device=device, progress=progress, echo=echo)
+    source = _load_source(run, data_dir)
+    if run.is_main:
+        _write_config(run)
+    tensors = to_device_data(source.images, source.labels, source.train_idx, source.val_idx, run.device)
+    run.echo(_banner(run, source))
+    model = build_model(run.cfg, seed=run.seed, device=run.device)
+    log = MetricsLog(run.run_dir / "metrics.csv", echo=run.echo)
+    checkpointer = Checkpointer(run.ckpt_dir, enabled=run.is_main)
+    state = _resume_point(run, model, checkpointer, log) if resume else None
+    _train_stages(run, model, tensors, log, checkpointer, state)
 
-    run_dir = Path(run_dir)
-    ckpt_dir = run_dir / CHECKPOINT_DIR
-    progress_path = ckpt_dir / PROGRESS_FILE
+    model = model.to(memory_format=torch.contiguous_format).eval()
+    if not run.is_main:  # the other ranks are done: their weights are rank 0's
+        distributed.barrier(run.ctx)
+        distributed.shutdown()
+        return {}
+    metrics = _test_and_save(run, model, source)
+    _calibrate_unknown(model, run.cfg, source, run.run_dir, run.device, run.echo)
+    write_report(run.run_dir, metrics)
+    distributed.barrier(run.ctx)
+    distributed.shutdown()
+    return metrics
+
+
+@dataclass
+class _Settings:
+    """What a run trains with: `train_run`'s arguments, or on a resume those saved with the run."""
+
+    cfg: Config
+    seed: int
+    train_limit: int | None
+    data: str | None  # a `--data` value; None is Fashion-MNIST
+    deterministic: bool
+
+
+@dataclass
+class _Run(_Settings):
+    """One run under way: its settings, where it runs, and the stages finished so far."""
+
+    run_dir: Path
+    device: torch.device  # this rank's
+    ctx: DistContext
+    echo: Callable[[str], None]
+    progress: bool
+    completed: list[str]  # finished stages, in order (a resume starts with those of before)
+    summaries: dict[str, dict]  # their `fit` summaries
+
+    @property
+    def is_main(self) -> bool:
+        return self.ctx.is_main
+
+    @property
+    def ckpt_dir(self) -> Path:
+        return self.run_dir / CHECKPOINT_DIR
+
+
+def _start_run(run_dir: Path, given: _Settings, *, resume: bool, device: str, progress, echo) -> _Run:
+    """The run's settings (on a resume, the saved ones), device and rank; the folder checked."""
+    if resume:
+        settings, completed, summaries = _saved_settings(run_dir, given)
+    elif (run_dir / CONFIG_FILE).exists():
+        raise RunError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --out")
+    else:
+        settings, completed, summaries = given, [], {}
     if progress is None:
         progress = sys.stderr.isatty()
-    if resume:
-        if not (run_dir / CONFIG_FILE).exists():
-            raise RunError(f"{run_dir}: nothing to resume (no {CONFIG_FILE}); start a run without --resume")
-        cfg, saved = load_config_record(run_dir)
-        seed, train_limit = saved.get("seed", seed), saved.get("train_limit", train_limit)
-        data, deterministic = saved.get("data", data), saved.get("deterministic", deterministic)
-        done = read_json(progress_path) if progress_path.exists() else {}
-        completed, summaries = done.get("completed", []), done.get("summaries", {})
-    else:
-        if (run_dir / CONFIG_FILE).exists():
-            raise RunError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --out")
-        completed, summaries = [], {}
-    if deterministic:
+    if settings.deterministic:
         use_deterministic_kernels()
     dev = select_device(device)
     ctx = distributed.init(dev)
     dev = distributed.rank_device(dev, ctx)
-    main = ctx.is_main
-    if not main:
-        echo, progress = (lambda _: None), False
-    if main:
+    if ctx.is_main:
         _check_writable(run_dir)  # before minutes of data loading, not after hours of training
-    source = load_run_data_from_config(cfg, data, data_dir, train_limit)
-    for item in source.skipped:
-        echo(f"skipped {item['error']}")
-    cfg.model.class_names = tuple(source.class_names)
-    if main:
-        atomic_write_json(
-            run_dir / CONFIG_FILE,
-            config_to_json(
-                cfg,
-                seed=seed,
-                train_limit=train_limit,
-                data=data,
-                world_size=ctx.world_size,
-                deterministic=deterministic,
-            ),
-        )
-
-    images, train_idx, val_idx = source.images, source.train_idx, source.val_idx
-    tensors = to_device_data(images, source.labels, train_idx, val_idx, dev)
-    echo(
-        f"deepautodnn {__version__}: preset {cfg.preset}, seed {seed}, device {dev}, "
-        f"{len(train_idx)} train / {len(val_idx)} val / {len(source.test_labels)} test images, "
-        f"{len(source.class_names)} classes -> {run_dir}"
-        + (f" ({ctx.world_size} ranks, DistributedDataParallel)" if ctx.enabled else "")
+    else:  # rank 0 alone prints
+        echo, progress = (lambda _: None), False
+    return _Run(
+        **vars(settings),
+        run_dir=run_dir,
+        device=dev,
+        ctx=ctx,
+        echo=echo,
+        progress=progress,
+        completed=completed,
+        summaries=summaries,
     )
 
-    seed_everything(seed)
-    model = DeepAutoDNN(cfg.model)
-    if cfg.train.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    model = model.to(dev)
-    log = MetricsLog(run_dir / "metrics.csv", echo=echo)
-    checkpointer = Checkpointer(ckpt_dir, enabled=main)
-    state = checkpointer.latest(echo) if resume else None
-    if state is not None and state.stage in completed:
-        state = None  # that stage's final weights are in its own file
-    if completed:
-        load_weights(ckpt_dir / f"{completed[-1]}.safetensors", model)
-    if resume:
-        echo(
-            f"resuming from {state.position}"
-            if state
-            else f"resuming after finished stage(s): {', '.join(completed)}"
-            if completed
-            else "resuming from the start"
-        )
-    if main and resume:
-        log.keep(set(completed), state.stage if state else None, state.meta["epoch"] if state else 0)
 
-    with GracefulStop(echo) as stop:
-        for stage in stage_plan(cfg):
-            if stage in completed:
+def _saved_settings(run_dir: Path, given: _Settings) -> tuple[_Settings, list[str], dict]:
+    """The settings saved in `run_dir` (`given` fills what an older run did not save), and the
+    stages it finished with their summaries."""
+    if not (run_dir / CONFIG_FILE).exists():
+        raise RunError(f"{run_dir}: nothing to resume (no {CONFIG_FILE}); start a run without --resume")
+    cfg, saved = load_config_record(run_dir)
+    settings = _Settings(
+        cfg=cfg,
+        seed=saved.get("seed", given.seed),
+        train_limit=saved.get("train_limit", given.train_limit),
+        data=saved.get("data", given.data),
+        deterministic=saved.get("deterministic", given.deterministic),
+    )
+    progress_path = run_dir / CHECKPOINT_DIR / PROGRESS_FILE
+    done = read_json(progress_path) if progress_path.exists() else {}
+    return settings, done.get("completed", []), done.get("summaries", {})
+
+
+def _load_source(run: _Run, data_dir) -> RunData:
+    """The run's images, labels and splits; the config takes the data's class names."""
+    source = load_run_data_from_config(run.cfg, run.data, data_dir, run.train_limit)
+    for item in source.skipped:
+        run.echo(f"skipped {item['error']}")
+    run.cfg.model.class_names = tuple(source.class_names)
+    return source
+
+
+def _write_config(run: _Run) -> None:
+    config = config_to_json(
+        run.cfg,
+        seed=run.seed,
+        train_limit=run.train_limit,
+        data=run.data,
+        world_size=run.ctx.world_size,
+        deterministic=run.deterministic,
+    )
+    atomic_write_json(run.run_dir / CONFIG_FILE, config)
+
+
+def _banner(run: _Run, source: RunData) -> str:
+    return (
+        f"deepautodnn {__version__}: preset {run.cfg.preset}, seed {run.seed}, device {run.device}, "
+        f"{len(source.train_idx)} train / {len(source.val_idx)} val / {len(source.test_labels)} test images, "
+        f"{len(source.class_names)} classes -> {run.run_dir}"
+        + (f" ({run.ctx.world_size} ranks, DistributedDataParallel)" if run.ctx.enabled else "")
+    )
+
+
+def _resume_point(run: _Run, model: DeepAutoDNN, checkpointer: Checkpointer, log: MetricsLog) -> TrainingState | None:
+    """On a resume: the model as the last finished stage left it, metrics.csv cut back to the
+    checkpoint, and the checkpoint of the stage in progress (None if it has none)."""
+    state = checkpointer.latest(run.echo)
+    if state is not None and state.stage in run.completed:
+        state = None  # that stage's final weights are in its own file
+    if run.completed:
+        load_weights(run.ckpt_dir / f"{run.completed[-1]}.safetensors", model)
+    if state is not None:
+        run.echo(f"resuming from {state.position}")
+    elif run.completed:
+        run.echo(f"resuming after finished stage(s): {', '.join(run.completed)}")
+    else:
+        run.echo("resuming from the start")
+    if run.is_main:
+        log.keep(set(run.completed), state.stage if state else None, state.meta["epoch"] if state else 0)
+    return state
+
+
+def _train_stages(
+    run: _Run,
+    model: DeepAutoDNN,
+    tensors: TrainingData,
+    log: MetricsLog,
+    checkpointer: Checkpointer,
+    state: TrainingState | None,
+) -> None:
+    """Every stage not finished yet, in order; each one's weights and summary saved as it ends."""
+    with GracefulStop(run.echo) as stop:
+        for stage in stage_plan(run.cfg):
+            if stage in run.completed:
                 continue
             if stop():  # asked to stop just as the previous stage finished
-                raise _with_resume_hint(TrainingInterrupted(f"stopped before stage {stage}"), run_dir)
+                raise _with_resume_hint(TrainingInterrupted(f"stopped before stage {stage}"), run.run_dir)
             start = time.perf_counter()
             stage_state = state if state is not None and state.stage == stage else None
-            common = dict(
-                seed=seed,
-                device=dev,
-                log=log,
-                progress=progress,
-                ctx=ctx,
-                checkpointer=checkpointer,
-                resume=stage_state,
-                should_stop=stop,
-            )
-            try:
-                if stage == "ae":
-                    summary = train_autoencoder(model, tensors, cfg.train, **common)
-                else:
-                    summary = train_classifier(model, tensors, cfg.train, stage=stage, **common)
-            except NonFiniteLossError as err:
-                last = checkpointer.latest()
-                kept = (
-                    f"the last good checkpoint ({last.position}) is kept in {ckpt_dir}" if last else "no epoch finished"
-                )
-                raise NonFiniteLossError(
-                    f"{err}; training stopped, {kept}. Lower the learning rate and train again, or resume to retry"
-                ) from None
-            except TrainingInterrupted as err:
-                raise _with_resume_hint(err, run_dir) from None
+            summary = _train_stage(run, stage, model, tensors, log, checkpointer, stage_state, stop)
             # Time before an interruption counts too (`fit` carries it in the checkpoint).
             summary["seconds"] = max(summary.get("seconds", 0.0), time.perf_counter() - start)
-            completed.append(stage)
-            summaries[stage] = summary
-            if main:  # save the finished stage before the next one starts
-                save_weights(ckpt_dir / f"{stage}.safetensors", model)
-                atomic_write_json(progress_path, {"completed": completed, "summaries": summaries})
-            echo(f"stage {stage} done in {summary['seconds']:.1f}s (best epoch {summary['best_epoch']})")
+            run.completed.append(stage)
+            run.summaries[stage] = summary
+            if run.is_main:  # save the finished stage before the next one starts
+                save_weights(run.ckpt_dir / f"{stage}.safetensors", model)
+                atomic_write_json(
+                    run.ckpt_dir / PROGRESS_FILE, {"completed": run.completed, "summaries": run.summaries}
+                )
+            run.echo(f"stage {stage} done in {summary['seconds']:.1f}s (best epoch {summary['best_epoch']})")
 
-    model = model.to(memory_format=torch.contiguous_format).eval()
-    if not main:  # the other ranks are done: their weights are rank 0's
-        distributed.barrier(ctx)
-        distributed.shutdown()
-        return {}
-    test = evaluate_model(model, source.test_images, source.test_labels, device=dev)
+
+def _train_stage(
+    run: _Run,
+    stage: str,
+    model: DeepAutoDNN,
+    tensors: TrainingData,
+    log: MetricsLog,
+    checkpointer: Checkpointer,
+    resume: TrainingState | None,
+    stop: GracefulStop,
+) -> dict:
+    """One stage; a non-finite loss or an interruption comes out saying how to go on."""
+    common = dict(
+        seed=run.seed,
+        device=run.device,
+        log=log,
+        progress=run.progress,
+        ctx=run.ctx,
+        checkpointer=checkpointer,
+        resume=resume,
+        should_stop=stop,
+    )
+    try:
+        if stage == "ae":
+            return train_autoencoder(model, tensors, run.cfg.train, **common)
+        return train_classifier(model, tensors, run.cfg.train, stage=stage, **common)
+    except NonFiniteLossError as err:
+        last = checkpointer.latest()
+        kept = f"the last good checkpoint ({last.position}) is kept in {run.ckpt_dir}" if last else "no epoch finished"
+        raise NonFiniteLossError(
+            f"{err}; training stopped, {kept}. Lower the learning rate and train again, or resume to retry"
+        ) from None
+    except TrainingInterrupted as err:
+        raise _with_resume_hint(err, run.run_dir) from None
+
+
+def _test_and_save(run: _Run, model: DeepAutoDNN, source: RunData) -> dict:
+    """Test-split metrics; the model directory (config, weights, metrics) written with them."""
+    test = evaluate_model(model, source.test_images, source.test_labels, device=run.device)
     metrics = {
         "split": "test",
         **test,
-        "stages": summaries,
-        "train_seconds": sum(s["seconds"] for s in summaries.values()),
-        "seed": seed,
-        "preset": cfg.preset,
-        "train_limit": train_limit,
-        "data": data or "fashion-mnist",
+        "stages": run.summaries,
+        "train_seconds": sum(s["seconds"] for s in run.summaries.values()),
+        "seed": run.seed,
+        "preset": run.cfg.preset,
+        "train_limit": run.train_limit,
+        "data": run.data or "fashion-mnist",
         "skipped_files": source.skipped,
-        "device": str(dev),
-        "world_size": ctx.world_size,
-        "deterministic": deterministic,
+        "device": str(run.device),
+        "world_size": run.ctx.world_size,
+        "deterministic": run.deterministic,
         "machine": machine_info(),
     }
-    save_model(run_dir, model, cfg, metrics, seed=seed, train_limit=train_limit, data=data, deterministic=deterministic)
-    _calibrate_unknown(model, cfg, source, run_dir, dev, echo)
-    write_report(run_dir, metrics)
-    distributed.barrier(ctx)
-    distributed.shutdown()
+    save_model(
+        run.run_dir,
+        model,
+        run.cfg,
+        metrics,
+        seed=run.seed,
+        train_limit=run.train_limit,
+        data=run.data,
+        deterministic=run.deterministic,
+    )
     return metrics
 
 
