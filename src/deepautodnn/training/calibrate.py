@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from deepautodnn.data.transforms import to_device_data
 from deepautodnn.inference.ood import (
     DEFAULT_FALSE_ALARM_RATE,
     FUSED_SIGNALS,
@@ -34,6 +35,9 @@ from deepautodnn.inference.ood import (
     load_reference_autoencoder,
     model_signals,
 )
+from deepautodnn.models.hybrid import build_model
+from deepautodnn.models.serialization import load_weights
+from deepautodnn.training.stages import stage_plan, train_autoencoder
 
 CALIBRATION_PHOTOS = 2000  # validation images also rendered as photos for calibration
 FEATURE_IMAGES = 20_000  # training images whose features fit the class means, covariance and kNN bank
@@ -100,14 +104,11 @@ def train_reference_autoencoder(
 
     A fine-tuned model's stage 1 is read from `stage1_path` (the run's checkpoints/ae.safetensors);
     without it the reference trains from scratch for all `unknown_ae_epochs`."""
-    from deepautodnn.data.transforms import to_device_data
-    from deepautodnn.models.hybrid import DeepAutoDNN
-    from deepautodnn.models.serialization import load_weights
-    from deepautodnn.training.stages import stage_plan, train_autoencoder
-
     finetuned = "finetune" in stage_plan(cfg)
     done = cfg.train.ae_epochs
-    reference = DeepAutoDNN(cfg.model)
+    # Drawn weights matter only when none are loaded below. Contiguous, as the reference has always
+    # trained: channels_last changes the float rounding of its weights, and so unknown.json.
+    reference = build_model(cfg, seed=seed + 1, device=device).to(memory_format=torch.contiguous_format)
     if not finetuned:
         reference.autoencoder.load_state_dict(model.autoencoder.state_dict())
     elif stage1_path is not None and Path(stage1_path).exists():
@@ -122,7 +123,7 @@ def train_reference_autoencoder(
         tcfg = dataclasses.replace(cfg.train, ae_epochs=extra, keep_best_epoch=True)
         data = to_device_data(images, np.zeros(len(images), np.int64), train_idx, val_idx, device)
         train_autoencoder(
-            reference.to(device),
+            reference,
             data,
             tcfg,
             seed=seed + 1,
