@@ -126,7 +126,7 @@ def test_two_runs_with_one_seed_give_identical_weight_hashes(tmp_path, data_dir)
 
 
 def test_nonfinite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, data_dir, monkeypatch):
-    import deepautodnn.training.loop as train
+    import deepautodnn.training.stages as train  # the classifier stages' cross-entropy
 
     real = train.F.cross_entropy
     calls = {"n": 0}
