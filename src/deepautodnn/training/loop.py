@@ -173,7 +173,7 @@ def fit(
         if stopped_after is not None:  # single process, asked to stop mid-epoch
             loop.check_finite(epoch, float(loop.sums.loss))
             loop.sums.seconds = time.perf_counter() - start
-            loop.save(epoch - 1, stopped_after, loop.epoch_order)
+            loop.save(epoch - 1, stopped_after, loop.epoch_order)  # a resume redraws this epoch's order
             raise TrainingInterrupted(f"stopped in stage {spec.name}, epoch {epoch}, after batch {stopped_after}")
         row = loop.epoch_row(epoch)
         row.update(distributed.from_main(spec.validate() if ctx.is_main else None, ctx))
