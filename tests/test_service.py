@@ -17,6 +17,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 from deepautodnn import cli, load_model  # noqa: E402
 from deepautodnn.inference.evaluate import predict_proba  # noqa: E402
 from deepautodnn.serve.app import create_app  # noqa: E402
+from tests.helpers.server import BOUNDARY, multipart_file_head  # noqa: E402
 
 
 def png(arr: np.ndarray) -> bytes:
@@ -82,11 +83,14 @@ def test_bad_requests_are_4xx_with_a_json_reason(client, kwargs, status, message
 
 def test_body_cap_holds_without_a_declared_length(client):
     def chunks():
+        yield multipart_file_head()  # well formed, so that only the limit stops the server reading
         for _ in range(40):
-            yield b"-" * 65536  # 2.5 MiB streamed, no Content-Length
+            yield b"y" * 65536  # 2.5 MiB streamed, no Content-Length
 
-    r = client.post("/v1/predict", content=chunks(), headers={"content-type": "multipart/form-data; boundary=x"})
-    assert r.status_code == 413
+    kind = f"multipart/form-data; boundary={BOUNDARY}"
+    r = client.post("/v1/predict", content=chunks(), headers={"content-type": kind})
+    assert r.status_code == 413 and r.json()["detail"] == "request body is over the limit of 1048576 bytes"
+    assert r.headers["connection"] == "close"
 
 
 def test_token_is_required_when_set(tiny_run, test_images):

@@ -46,15 +46,17 @@ def running_server(model_dir, *serve_args: str, ready_timeout: float = 60.0):
             server.kill()
 
 
+def multipart_file_head(i: int = 0) -> bytes:
+    """The boundary and headers that open file part `i` of a multipart body; its data comes next."""
+    return (
+        f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="files"; filename="f{i}.png"\r\n'
+        f"Content-Type: image/png\r\n\r\n"
+    ).encode()
+
+
 def multipart_body(files: list[bytes]) -> bytes:
     """A multipart/form-data body with each of `files` in the field "files"."""
-    parts = b"".join(
-        f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="files"; filename="f{i}.png"\r\n'
-        f"Content-Type: image/png\r\n\r\n".encode()
-        + data
-        + b"\r\n"
-        for i, data in enumerate(files)
-    )
+    parts = b"".join(multipart_file_head(i) + data + b"\r\n" for i, data in enumerate(files))
     return parts + f"--{BOUNDARY}--\r\n".encode()
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from server import BOUNDARY, http_request, multipart_body, read_response, running_server
+from server import BOUNDARY, http_request, multipart_body, multipart_file_head, read_response, running_server
 
 MAX_BODY_MB = 1  # the server's limit in the soak, so an oversized request costs ~1 MiB, not 10
 # kind: (share of requests, the status it must get)
@@ -34,7 +34,7 @@ MIX = {
     "bad-top-k": (0.04, 422),
     "no-files": (0.03, 422),
     "oversized-declared": (0.04, 413),  # Content-Length over the limit
-    "oversized-chunked": (0.03, 413),  # no length, chunks past the limit
+    "oversized-chunked": (0.03, 413),  # no length, a file's chunks past the limit
     "wrong-path": (0.02, 404),
     "wrong-method": (0.01, 405),
 }
@@ -90,6 +90,8 @@ async def _send_chunked_oversized(writer: asyncio.StreamWriter) -> None:
         f"POST /v1/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: multipart/form-data; "
         f"boundary={BOUNDARY}\r\nTransfer-Encoding: chunked\r\n\r\n".encode()
     )
+    head = multipart_file_head()  # well formed, so that only the limit stops the server reading
+    writer.write(f"{len(head):x}\r\n".encode() + head + b"\r\n")
     piece = b"y" * 65536
     for _ in range(MAX_BODY_MB * 16 + 4):  # past the limit
         writer.write(f"{len(piece):x}\r\n".encode() + piece + b"\r\n")
@@ -158,6 +160,7 @@ async def _slow_client(port: int, interval: float, give_up: asyncio.Event, recor
         writer.write(
             f"POST /v1/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: multipart/form-data; "
             f"boundary={BOUNDARY}\r\nContent-Length: 100000\r\n\r\n".encode()
+            + multipart_file_head()  # well formed, so that only the deadline stops the server reading
         )
     else:
         writer.write(b"POST /v1/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")

@@ -1,0 +1,101 @@
+"""serve/limits.py: the body cap and the body deadline, on a bare ASGI app (no model, no server).
+The real server's answers to oversized and slow clients are tests/test_soak.py's."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+from deepautodnn.serve.limits import BodyLimit
+
+LIMIT, TIMEOUT_S = 100, 0.2
+
+
+async def reading_app(scope, receive, send):
+    """Reads the whole body, then answers with its length."""
+    body = await Request(scope, receive).body()
+    await JSONResponse({"bytes": len(body)})(scope, receive, send)
+
+
+async def refusing_app(scope, receive, send):
+    """Answers without reading the body, as the service does without a token."""
+    await JSONResponse({"detail": "no"}, 401)(scope, receive, send)
+
+
+async def lingering_app(scope, receive, send):
+    """Reads the whole body, then waits on `receive` for a disconnect, as a streaming answer does."""
+    body = await Request(scope, receive).body()
+    after = await receive()
+    await JSONResponse({"bytes": len(body), "then": after["type"]})(scope, receive, send)
+
+
+def call(app, chunks: list[bytes], *, content_length: int | None = None, delay: float = 0.0):
+    """One POST through BodyLimit(app): the body in `chunks`, each `delay` s after the last, sent
+    chunked unless `content_length` is declared. (status, headers, JSON answer, how many times the
+    app's reads reached the client)."""
+    messages = [{"type": "http.request", "body": c, "more_body": i < len(chunks) - 1} for i, c in enumerate(chunks)]
+    sent, reads = [], [0]
+
+    async def receive():
+        reads[0] += 1
+        await asyncio.sleep(delay)
+        return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+    async def send(message):
+        sent.append(message)
+
+    headers = [(b"content-type", b"application/octet-stream")]
+    if content_length is None:
+        headers.append((b"transfer-encoding", b"chunked"))
+    else:
+        headers.append((b"content-length", str(content_length).encode()))
+    scope = {"type": "http", "method": "POST", "path": "/", "query_string": b"", "headers": headers}
+    asyncio.run(BodyLimit(app, max_body_bytes=LIMIT, timeout_s=TIMEOUT_S)(scope, receive, send))
+    start, body = sent[0], b"".join(m.get("body", b"") for m in sent[1:])
+    return start["status"], {k.decode(): v.decode() for k, v in start["headers"]}, json.loads(body), reads[0]
+
+
+@pytest.mark.parametrize("content_length", [None, 100])
+def test_a_body_within_the_limit_reaches_the_app_whole_and_the_connection_stays(content_length):
+    status, headers, answer, _ = call(reading_app, [b"a" * 60, b"b" * 40], content_length=content_length)
+    assert (status, answer) == (200, {"bytes": 100}) and "connection" not in headers
+
+
+def test_a_declared_length_over_the_limit_is_refused_before_any_byte_is_read():
+    status, headers, answer, reads = call(reading_app, [b"a" * 10], content_length=LIMIT + 1)
+    assert status == 413 and headers["connection"] == "close" and reads == 0
+    assert answer == {"detail": f"request body of {LIMIT + 1} bytes is over the limit of {LIMIT}"}
+
+
+@pytest.mark.parametrize("content_length", [None, 50])  # none declared, or a lie
+def test_bytes_past_the_limit_are_refused_as_they_arrive(content_length):
+    status, headers, answer, reads = call(reading_app, [b"a" * 60] * 5, content_length=content_length)
+    assert status == 413 and headers["connection"] == "close" and reads == 2  # not all five
+    assert answer == {"detail": f"request body is over the limit of {LIMIT} bytes"}
+
+
+def test_a_body_slower_than_the_timeout_gets_408():
+    status, headers, answer, _ = call(reading_app, [b"a"] * 3, delay=TIMEOUT_S * 0.6)
+    assert status == 408 and headers["connection"] == "close"
+    assert answer == {"detail": f"request body took longer than {TIMEOUT_S:g} s to arrive"}
+
+
+def test_the_deadline_ends_with_the_body():
+    status, _, answer, _ = call(lingering_app, [b"a"], delay=TIMEOUT_S * 0.6)  # the disconnect comes later
+    assert (status, answer) == (200, {"bytes": 1, "then": "http.disconnect"})
+
+
+@pytest.mark.parametrize("content_length", [None, 10, LIMIT * 10])
+def test_an_answer_before_the_whole_body_keeps_its_status_and_closes(content_length):
+    status, headers, answer, reads = call(refusing_app, [b"a" * 10], content_length=content_length)
+    assert (status, answer, reads) == (401, {"detail": "no"}, 0)
+    assert headers["connection"] == "close"  # else the server would wait for the rest with no deadline
+
+
+def test_a_request_without_a_body_keeps_its_connection():
+    status, headers, _, _ = call(refusing_app, [b""], content_length=0)
+    assert status == 401 and "connection" not in headers
