@@ -1,0 +1,98 @@
+"""ONNX export (inference/export.py): parity with PyTorch, the int8 file, the backend choice it
+records, and every backend against torch float32; the service and `predict` on the exported file."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+warnings.filterwarnings("ignore", message=".*httpx.*")  # starlette's TestClient notice
+from fastapi.testclient import TestClient  # noqa: E402
+
+from deepautodnn import cli, load_model  # noqa: E402
+from deepautodnn.inference.evaluate import predict_proba  # noqa: E402
+from deepautodnn.serve.app import create_app  # noqa: E402
+
+
+def png(arr: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, "PNG")
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def test_images(data_dir):
+    from deepautodnn.data.fashion_mnist import load_fashion_mnist
+
+    return load_fashion_mnist("test", data_dir)
+
+
+def test_onnx_export_parity_and_backend(tiny_run, tmp_path, test_images, capsys):
+    from deepautodnn.inference.export import onnx_parity
+
+    images, _ = test_images
+    model_dir = tmp_path / "model"
+    shutil.copytree(tiny_run[0], model_dir)
+    assert cli.main(["export", str(model_dir)]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["n"] == 1000
+    parity = onnx_parity(model_dir, model_dir / "model.onnx", images[:1000])
+    assert parity["argmax_agreement"] == 1.0 and parity["max_abs_diff_probabilities"] < 1e-4
+    # A larger batch than the export example: the batch axis is dynamic.
+    with TestClient(create_app(model_dir, backend="onnx", load_in_background=False)) as c:
+        assert c.get("/v1/model").json()["backend"] == "onnx"
+        r = c.post("/v1/predict", files=[("files", (f"{i}.png", png(images[i]), "image/png")) for i in range(7)])
+        assert [p["label_index"] for p in r.json()["predictions"]] == predict_proba(
+            load_model(model_dir), images[:7]
+        ).argmax(1).tolist()
+    Image.fromarray(images[0]).save(tmp_path / "a.png")
+    assert cli.main(["predict", str(model_dir), str(tmp_path / "a.png"), "--backend", "onnx", "--format", "json"]) == 0
+
+    # export also made an int8 file and measured every backend on validation images.
+    assert (model_dir / "model.int8.onnx").exists()
+    record = json.loads((model_dir / "backend.json").read_text())
+    assert record["chosen"] in record["backends"] and record["n_validation"] > 0
+    chosen = record["backends"][record["chosen"]]
+    assert chosen["holds_accuracy"]
+    assert chosen["batch64_images_per_s"] == max(
+        r["batch64_images_per_s"] for r in record["backends"].values() if r["available"] and r["holds_accuracy"]
+    )
+    assert report["backend"]["chosen"] == record["chosen"]
+    with TestClient(create_app(model_dir, load_in_background=False)) as c:  # auto = the recorded choice
+        assert c.get("/v1/model").json()["backend"] == record["chosen"]
+
+
+def test_every_backend_agrees_with_torch_float32(tiny_run, tmp_path, test_images):
+    from deepautodnn.inference.backends import make_backend
+    from deepautodnn.inference.export import export_onnx, quantize_int8
+    from deepautodnn.inference.names import BACKENDS
+    from deepautodnn.utils.runtime import bf16_supported
+
+    images = test_images[0][:500]
+    model_dir = tmp_path / "model"
+    shutil.copytree(tiny_run[0], model_dir)
+    quantize_int8(export_onnx(model_dir), model_dir / "model.int8.onnx", images[:256])
+    ref_proba, ref_recon, ref_logits, ref_features = make_backend(model_dir, "torch").run(images)
+    for name in BACKENDS:
+        if name == "torch-bf16" and not bf16_supported(torch.device("cpu")):
+            continue
+        proba, recon, logits, features = make_backend(model_dir, name).run(images)
+        assert proba.shape == ref_proba.shape and recon.shape == ref_recon.shape == images.shape
+        assert logits.shape == ref_logits.shape and features.shape == ref_features.shape
+        agreement = (proba.argmax(1) == ref_proba.argmax(1)).mean()
+        assert agreement >= (0.999 if name == "onnx" else 0.95), name  # reduced precision may flip a few
+    with pytest.raises(ValueError, match="unknown backend"):
+        make_backend(model_dir, "tensorrt")
+
+
+def test_onnx_backend_without_export_is_a_clear_error(tiny_run, tmp_path, capsys):
+    Image.fromarray(np.zeros((28, 28), np.uint8)).save(tmp_path / "a.png")
+    assert cli.main(["predict", str(tiny_run[0]), str(tmp_path / "a.png"), "--backend", "onnx"]) == 2
+    assert "deepautodnn export" in capsys.readouterr().err
