@@ -14,14 +14,18 @@ import urllib.request
 BOUNDARY = "deepautodnnbench"
 
 
+SERVE_COMMAND = (sys.executable, "-m", "deepautodnn")
+
+
 @contextlib.contextmanager
-def running_server(model_dir, *serve_args: str, ready_timeout: float = 60.0):
-    """Yield (process, port) once /readyz says 200; stop the server afterwards."""
+def running_server(model_dir, *serve_args: str, ready_timeout: float = 60.0, command=SERVE_COMMAND):
+    """Yield (process, port) once /readyz says 200; stop the server afterwards. `command` is what
+    runs `serve MODEL_DIR --port PORT [serve_args]`: the `deepautodnn` command unless told."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     server = subprocess.Popen(
-        [sys.executable, "-m", "deepautodnn", "serve", str(model_dir), "--port", str(port), *serve_args],
+        [*command, "serve", str(model_dir), "--port", str(port), *serve_args],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
