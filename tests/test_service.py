@@ -142,10 +142,6 @@ def test_serve_refuses_a_public_address_without_a_token(tiny_run, capsys, monkey
     assert "--token" in capsys.readouterr().err
 
 
-@pytest.mark.xfail(
-    strict=True,  # so that it fails, as XPASS, once cli.main is fixed: then remove this mark
-    reason="cli.main imports deepautodnn.training.state (for TrainingInterrupted) in every command, serve too",
-)
 def test_a_serving_process_does_not_load_the_trainer(tiny_run, test_images, tmp_path):
     """The real `deepautodnn serve`, in a process of its own, after answering a prediction: nothing
     of training, the experiments or the estimator is in its sys.modules."""

@@ -560,8 +560,7 @@ COMMANDS = {
 
 def main(argv=None) -> int:
     args = get_args_parser().parse_args(argv)
-    from deepautodnn.errors import DeepAutoDNNError
-    from deepautodnn.training.state import TrainingInterrupted
+    from deepautodnn.errors import DeepAutoDNNError, TrainingInterrupted
 
     try:
         return COMMANDS[args.command](args)

@@ -12,6 +12,12 @@ class DeepAutoDNNError(Exception):
     """A problem with the user's input, files or machine, explained in the message."""
 
 
+class TrainingInterrupted(DeepAutoDNNError):
+    """Ctrl-C or SIGTERM stopped training after saving its state; `train --resume` continues.
+
+    Here rather than in training.state so that the command line can catch it without loading the trainer."""
+
+
 class ModelFileError(DeepAutoDNNError, ValueError):
     """A model directory or file is missing or unusable. The message names the file."""
 

@@ -32,16 +32,12 @@ import torch
 from safetensors.torch import save as save_safetensors_bytes
 
 from deepautodnn.config import STAGES
-from deepautodnn.errors import DeepAutoDNNError, ModelFileError
+from deepautodnn.errors import DeepAutoDNNError, ModelFileError, TrainingInterrupted  # noqa: F401  (re-exported)
 from deepautodnn.models.serialization import parse_safetensors, plain_tensors
 from deepautodnn.utils.files import atomic_write_bytes, atomic_write_json, read_json, read_verified, sha256_hex
 
 STATE_PREFIX = "state-"
 KEEP = 2  # checkpoint pairs kept: the newest, and one to fall back on
-
-
-class TrainingInterrupted(DeepAutoDNNError):
-    """Ctrl-C or SIGTERM stopped training after saving its state; `train --resume` continues."""
 
 
 class NonFiniteLossError(DeepAutoDNNError, FloatingPointError):
