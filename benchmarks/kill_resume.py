@@ -22,10 +22,7 @@ from pathlib import Path
 
 from _emit import emit_json
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "helpers"))
-
-from interrupt import Interruption, interrupt  # noqa: E402
-
+from deepautodnn.experiments.interrupt import Interruption, interrupt
 from deepautodnn.utils.files import sha256_hex  # noqa: E402
 from deepautodnn.utils.runtime import machine_info  # noqa: E402
 

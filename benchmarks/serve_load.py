@@ -19,18 +19,14 @@ import os
 import statistics
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 from _emit import emit_json
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "helpers"))
-
-from server import http_request, multipart_body, read_response, running_server  # noqa: E402
-
 from deepautodnn import load_fashion_mnist  # noqa: E402
 from deepautodnn.data.preprocess import load_image  # noqa: E402
+from deepautodnn.experiments.http_load import http_request, multipart_body, read_response, running_server
 from deepautodnn.inference.backends import make_backend  # noqa: E402
 from deepautodnn.utils.runtime import machine_info  # noqa: E402
 

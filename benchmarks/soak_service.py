@@ -3,7 +3,7 @@ clients while slowloris-style clients trickle bytes. Prints JSON; stops by itsel
 
     python benchmarks/soak_service.py MODEL_DIR [--requests 10000] [--clients 32] [--slow-clients 8]
 
-The harness is tests/helpers/soak.py (tests/test_soak.py runs it briefly). It checks nothing
+The harness is deepautodnn.experiments.soak (tests/test_soak.py runs it briefly). It checks nothing
 itself; it counts: statuses by request kind, 5xx, connection errors, wrong answers, latency of
 the valid requests, the server's RSS after the warm-up and after the soak, and what became of
 each slow client.
@@ -13,14 +13,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 from _emit import emit_json
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "helpers"))
-
-from soak import soak  # noqa: E402
-
+from deepautodnn.experiments.soak import soak
 from deepautodnn.utils.runtime import machine_info  # noqa: E402
 
 

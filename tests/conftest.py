@@ -4,20 +4,12 @@ from __future__ import annotations
 
 import gzip
 import os
-import struct
 
 import numpy as np
 import pytest
 
 from deepautodnn.data.fashion_mnist import find_fashion_mnist
-
-
-def idx_bytes(array: np.ndarray) -> bytes:
-    """Encode an array as IDX (the test-side writer, independent of the reader under test)."""
-    codes = {np.uint8: 0x08, np.int8: 0x09, np.int16: 0x0B, np.int32: 0x0C, np.float32: 0x0D, np.float64: 0x0E}
-    code = codes[array.dtype.type]
-    header = struct.pack(">HBB", 0, code, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
-    return header + array.astype(array.dtype.newbyteorder(">")).tobytes()
+from tests.helpers.idx import idx_bytes
 
 
 @pytest.fixture

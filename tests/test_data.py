@@ -16,7 +16,7 @@ from deepautodnn.data.fashion_mnist import (
     read_idx,
     train_val_split,
 )
-from tests.conftest import idx_bytes
+from tests.helpers.idx import idx_bytes
 
 
 @pytest.mark.parametrize("gz", [True, False])

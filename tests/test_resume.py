@@ -17,13 +17,10 @@ import torch
 from deepautodnn import train_run
 from deepautodnn.config import Config, ModelConfig, TrainConfig
 from deepautodnn.errors import WriteError
+from deepautodnn.experiments.interrupt import Interruption, interrupt
 from deepautodnn.training.run import RunError
 from deepautodnn.training.state import Checkpointer, NonFiniteLossError
 from deepautodnn.utils.files import sha256_hex
-
-sys.path.insert(0, str(Path(__file__).parent / "helpers"))
-
-from interrupt import Interruption, interrupt  # noqa: E402
 
 # The `fast` network for 2 + 2 + 4 epochs on 1,000 images: each epoch well under a second.
 TRAIN = [

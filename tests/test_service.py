@@ -21,9 +21,9 @@ warnings.filterwarnings("ignore", message=".*httpx.*")  # starlette's TestClient
 from fastapi.testclient import TestClient  # noqa: E402
 
 from deepautodnn import cli, load_model  # noqa: E402
+from deepautodnn.experiments.http_load import BOUNDARY, multipart_body, multipart_file_head, running_server  # noqa: E402
 from deepautodnn.inference.evaluate import predict_proba  # noqa: E402
 from deepautodnn.serve.app import create_app  # noqa: E402
-from tests.helpers.server import BOUNDARY, multipart_body, multipart_file_head, running_server  # noqa: E402
 
 SERVE_RECORDING_MODULES = Path(__file__).parent / "helpers" / "serve_recording_modules.py"
 TRAINER = ("deepautodnn.training", "deepautodnn.experiments", "deepautodnn.estimator")

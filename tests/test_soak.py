@@ -4,12 +4,7 @@ benchmarks/soak_service.py; see results/reliability.md."""
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).parent / "helpers"))
-
-from soak import soak  # noqa: E402
+from deepautodnn.experiments.soak import soak
 
 
 def test_soak_no_5xx_every_invalid_request_4xx_slow_clients_cut_off(tiny_run, data_dir):

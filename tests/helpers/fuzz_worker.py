@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
+from idx import idx_bytes  # beside this script: the suite's own IDX writer
 
 from deepautodnn.config import Config, ModelConfig, get_preset
 from deepautodnn.data.fashion_mnist import parse_idx, read_idx
@@ -40,9 +41,6 @@ from deepautodnn.data.sources import load_csv, load_image_folder
 from deepautodnn.errors import DeepAutoDNNError
 from deepautodnn.models.hybrid import DeepAutoDNN
 from deepautodnn.models.serialization import CONFIG_FILE, config_to_json, load_config, load_weights, save_weights
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from conftest import idx_bytes  # noqa: E402  (the suite's own IDX writer, independent of the reader)
 
 DEADLINE_MS = 5000  # hypothesis fails a case that finishes slower than this
 HARD_LIMIT_S = 30  # and interrupts one that doesn't finish at all

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from deepautodnn.training.state import Checkpointer
 
-PAUSING_TRAIN = Path(__file__).parent / "train_with_pause.py"
+PAUSING_TRAIN = ("-m", "deepautodnn.experiments.pausing_train")  # `deepautodnn train` with a fault hook
 
 
 @dataclass
@@ -46,7 +46,7 @@ def interrupt(args: list[str], run: Path, what: Interruption, workdir: Path, tim
     before = set(checkpoint_names(run)) if run.exists() else set()
     env = {**os.environ, "PAUSE_AT": what.pause_at, "PAUSE_MARKER": str(marker)}
     proc = subprocess.Popen(
-        [sys.executable, str(PAUSING_TRAIN), *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        [sys.executable, *PAUSING_TRAIN, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
     deadline = time.monotonic() + timeout
     ready = marker.exists if what.how.startswith("mid-save") else (lambda: bool(set(checkpoint_names(run)) - before))

@@ -20,7 +20,15 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from server import BOUNDARY, http_request, multipart_body, multipart_file_head, read_response, running_server
+
+from deepautodnn.experiments.http_load import (
+    BOUNDARY,
+    http_request,
+    multipart_body,
+    multipart_file_head,
+    read_response,
+    running_server,
+)
 
 MAX_BODY_MB = 1  # the server's limit in the soak, so an oversized request costs ~1 MiB, not 10
 # kind: (share of requests, the status it must get)
@@ -260,7 +268,7 @@ def soak(
 ) -> dict:
     """Run the soak against `deepautodnn serve MODEL_DIR --client-timeout CLIENT_TIMEOUT`; the
     result as a JSON-ready dict. Slow clients are given CLIENT_TIMEOUT + 5 s to be cut off."""
-    from deepautodnn import load_fashion_mnist
+    from deepautodnn.data.fashion_mnist import load_fashion_mnist
     from deepautodnn.data.preprocess import load_image
     from deepautodnn.inference.backends import make_backend
 
