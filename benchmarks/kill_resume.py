@@ -7,7 +7,7 @@ The run is the `fast` preset on --train-limit images for 2 + 2 + --finetune-epoc
 deterministic mode. The interruptions, drawn from --seed: kill -9 at a random moment after a new
 checkpoint appears, kill -9 frozen in the middle of writing a state's tensors or its JSON, and
 one Ctrl-C. After each, the newest checkpoint must load; at the end the SHA-256 of
-model.safetensors must equal the uninterrupted run's. tests/test_resume.py does the same briefly.
+model.safetensors must equal the uninterrupted run's. tests/training/test_resume.py does the same briefly.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@ clients while slowloris-style clients trickle bytes. Prints JSON; stops by itsel
 
     python benchmarks/soak_service.py MODEL_DIR [--requests 10000] [--clients 32] [--slow-clients 8]
 
-The harness is deepautodnn.experiments.soak (tests/test_soak.py runs it briefly). It checks nothing
+The harness is deepautodnn.experiments.soak (tests/experiments/test_soak.py runs it briefly). It checks nothing
 itself; it counts: statuses by request kind, 5xx, connection errors, wrong answers, latency of
 the valid requests, the server's RSS after the warm-up and after the soak, and what became of
 each slow client.

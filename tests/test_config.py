@@ -1,6 +1,8 @@
 """The `paper` preset must stay the paper: Tables I and III, Algorithm 1 (see docs/paper.md)."""
 
-from deepautodnn.config import get_preset
+import pytest
+
+from deepautodnn.config import Config, ModelConfig, get_preset
 
 
 def test_paper_preset_matches_tables_i_and_iii():
@@ -25,3 +27,22 @@ def test_presets_are_fresh_copies():
     a = get_preset("fast")
     a.train.ae_epochs = 99
     assert get_preset("fast").train.ae_epochs != 99
+
+
+def test_config_round_trips_through_json_dict():
+    cfg = get_preset("fast")
+    import json
+
+    again = Config.from_dict(json.loads(json.dumps(cfg.to_dict())))
+    assert again == cfg
+    with pytest.raises(ValueError, match="unknown config fields"):
+        Config.from_dict({"model": {"bogus": 1}})
+
+
+def test_bad_config_is_rejected():
+    with pytest.raises(ValueError, match="same length"):
+        ModelConfig(encoder_channels=(8, 16), encoder_pool=(True,))
+    with pytest.raises(ValueError, match="divisible"):
+        ModelConfig(image_size=28, encoder_channels=(8, 8, 8), encoder_pool=(True, True, True))
+    with pytest.raises(ValueError, match="unknown preset"):
+        get_preset("best-ever")

@@ -1,4 +1,4 @@
-"""Run under torchrun (or alone, as the single-process reference) by tests/test_distributed.py.
+"""Run under torchrun (or alone, as the single-process reference) by tests/training/test_distributed.py.
 
 Trains a tiny DeepAutoDNN on fixed random data through the real stage functions:
 1. the DNN on the frozen encoder ("dnn", no BatchNorm, no dropout), whose final weights the test

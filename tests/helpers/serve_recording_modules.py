@@ -1,6 +1,6 @@
 """`deepautodnn serve` through `deepautodnn.cli.main`, exactly as the console script runs it, that
 on SIGUSR1 writes the names in its `sys.modules`, one a line, to MODULES_FILE: what the serving
-process has loaded. tests/test_service.py uses it to check that serving never loads the trainer.
+process has loaded. tests/serve/test_app.py uses it to check that serving never loads the trainer.
 
     python tests/helpers/serve_recording_modules.py MODULES_FILE serve MODEL_DIR [serve options]
 """

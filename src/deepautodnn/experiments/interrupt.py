@@ -1,4 +1,4 @@
-"""Interrupt a `deepautodnn train` process on purpose, for tests/test_resume.py and
+"""Interrupt a `deepautodnn train` process on purpose, for tests/training/test_resume.py and
 benchmarks/kill_resume.py: kill -9 at a random moment or frozen in the middle of a save, or
 Ctrl-C. After each, the newest checkpoint of the run must load.
 """

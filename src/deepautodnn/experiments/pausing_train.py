@@ -1,4 +1,4 @@
-"""`deepautodnn train ARGS` with one fault injected, for tests/test_resume.py and benchmarks/kill_resume.py.
+"""`deepautodnn train ARGS` with one fault injected, for tests/training/test_resume.py and benchmarks/kill_resume.py.
 
     PAUSE_AT=KIND:N PAUSE_MARKER=FILE python -m deepautodnn.experiments.pausing_train train ...
 

@@ -1,5 +1,5 @@
 """A soak of the real HTTP service: many clients sending valid, invalid and oversized requests
-while slow clients (slowloris-style) hold connections open. Shared by tests/test_soak.py (short)
+while slow clients (slowloris-style) hold connections open. Shared by tests/experiments/test_soak.py (short)
 and benchmarks/soak_service.py (about 10,000 requests).
 
 `soak(model_dir, ...)` starts `deepautodnn serve` in its own process on a free loopback port,

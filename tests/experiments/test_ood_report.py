@@ -14,7 +14,7 @@ import pytest
 
 from deepautodnn.experiments.ood_report import ood_markdown, separation
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_separation_metrics():

@@ -1,5 +1,5 @@
 """serve/limits.py: the body cap and the body deadline, on a bare ASGI app (no model, no server).
-The real server's answers to oversized and slow clients are tests/test_soak.py's."""
+The real server's answers to oversized and slow clients are tests/experiments/test_soak.py's."""
 
 from __future__ import annotations
 

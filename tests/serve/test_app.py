@@ -25,7 +25,7 @@ from deepautodnn.experiments.http_load import BOUNDARY, multipart_body, multipar
 from deepautodnn.inference.evaluate import predict_proba  # noqa: E402
 from deepautodnn.serve.app import create_app  # noqa: E402
 
-SERVE_RECORDING_MODULES = Path(__file__).parent / "helpers" / "serve_recording_modules.py"
+SERVE_RECORDING_MODULES = Path(__file__).parents[1] / "helpers" / "serve_recording_modules.py"
 TRAINER = ("deepautodnn.training", "deepautodnn.experiments", "deepautodnn.estimator")
 
 

@@ -15,7 +15,7 @@ import torch
 from deepautodnn.training.distributed import DistContext, from_environment
 from deepautodnn.training.loop import _batches
 
-WORKER = Path(__file__).parent / "helpers" / "ddp_worker.py"
+WORKER = Path(__file__).parents[1] / "helpers" / "ddp_worker.py"
 
 
 def torchrun(*args: str, timeout: int = 180) -> subprocess.CompletedProcess:

@@ -11,16 +11,17 @@ import subprocess
 import sys
 from pathlib import Path
 
+# The `fast` network for 2 + 2 + 4 epochs on 1,000 images: each epoch well under a second.
 import pytest
 import torch
 
-from deepautodnn import train_run
+from deepautodnn import get_preset, load_model, train_run
 from deepautodnn.config import Config, ModelConfig, TrainConfig
 from deepautodnn.errors import WriteError
 from deepautodnn.experiments.interrupt import Interruption, interrupt
 from deepautodnn.training.run import RunError
 from deepautodnn.training.state import Checkpointer, NonFiniteLossError
-from deepautodnn.utils.files import sha256_hex
+from deepautodnn.utils.files import read_json, sha256_hex
 
 # The `fast` network for 2 + 2 + 4 epochs on 1,000 images: each epoch well under a second.
 TRAIN = [
@@ -190,3 +191,39 @@ def test_damaged_newest_checkpoint_falls_back_to_the_one_before(tmp_path, data_d
     notes = []
     assert checkpointer.latest(notes.append).path == older
     assert "SHA-256 does not match" in notes[0]
+
+
+def test_resume_after_interruption_matches_uninterrupted(tmp_path, data_dir, monkeypatch):
+    quiet = dict(seed=3, data_dir=data_dir, train_limit=1000, echo=lambda m: None)
+    train_run(_tiny_cfg(), tmp_path / "straight", **quiet)
+
+    import deepautodnn.training.run as runner
+
+    real = runner.train_classifier
+
+    def interrupted(*args, stage, **kw):
+        if stage == "finetune":
+            raise KeyboardInterrupt
+        return real(*args, stage=stage, **kw)
+
+    monkeypatch.setattr(runner, "train_classifier", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        train_run(_tiny_cfg(), tmp_path / "cut", **quiet)
+    progress = read_json(tmp_path / "cut" / "checkpoints" / "progress.json")
+    assert progress["completed"] == ["ae", "dnn"]
+    monkeypatch.setattr(runner, "train_classifier", real)
+
+    with pytest.raises(RunError, match="already holds a run"):
+        train_run(_tiny_cfg(), tmp_path / "cut", **quiet)
+    train_run(get_preset("paper"), tmp_path / "cut", resume=True, **quiet)  # config comes from the run dir
+    a = load_model(tmp_path / "straight").state_dict()
+    b = load_model(tmp_path / "cut").state_dict()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)
+    stages = [line.split(",")[0] for line in (tmp_path / "cut" / "metrics.csv").read_text().splitlines()[1:]]
+    assert stages == ["ae", "dnn", "finetune"]
+
+
+def test_resume_without_a_run_is_a_clear_error(tmp_path):
+    with pytest.raises(RunError, match="nothing to resume"):
+        train_run(_tiny_cfg(), tmp_path / "empty", resume=True)
