@@ -157,7 +157,7 @@ class TrainConfig:
     channels_last: bool = False
     cache_features_gib: float = 6.0  # cache frozen-encoder features when they fit in this
     # Unknown-input detection (not in the paper): its reference autoencoder trains on from stage 1
-    # to this many epochs in all, so its reconstruction error means something (see unknown_fit).
+    # to this many epochs in all, so its reconstruction error means something (see training.calibrate).
     unknown_ae_epochs: int = 8
 
     def __post_init__(self):

@@ -1,7 +1,7 @@
 """The one base class of every error deepautodnn reports to a user.
 
-Each subclass lives beside the code that raises it (`data.DataError`, `preprocess.ImageError`,
-`checkpoint.ModelFileError`, ...). Its message names the file or setting and the problem, so the
+Each subclass lives beside the code that raises it (`data.fashion_mnist.DataError`,
+`data.preprocess.ImageError`, `config.ConfigError`, ...); those raised in several layers live here. Its message names the file or setting and the problem, so the
 command line prints it as it is, without a traceback. Anything else escaping is a bug.
 """
 

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from deepautodnn.config import CLASS_NAMES, TrainConfig, get_preset
 from deepautodnn.inference.evaluate import classification_metrics
-from deepautodnn.models import comparators as baseline_nets
+from deepautodnn.models import comparators
 from deepautodnn.utils.extras import missing_extra
 from deepautodnn.utils.files import atomic_write_json
 from deepautodnn.utils.runtime import machine_info
@@ -141,17 +141,17 @@ COMPARATORS = {
             lambda C: _logreg(C, scale=True),
             ({"C": 0.01}, {"C": 0.1}, {"C": 1.0}),
         ),
-        TorchComparator("lstm", "LSTM over rows", "LSTM [19]", baseline_nets.RowLSTM, epochs=12),
-        TorchComparator("convnet", "ConvNet", "ConvNet [13]", baseline_nets.ConvNet, epochs=12),
+        TorchComparator("lstm", "LSTM over rows", "LSTM [19]", comparators.RowLSTM, epochs=12),
+        TorchComparator("convnet", "ConvNet", "ConvNet [13]", comparators.ConvNet, epochs=12),
         TorchComparator(
             "cnn_bn_skip",
             "CNN + BatchNorm + skip",
             "CNN2 + BatchNorm + Skip [7]",
-            baseline_nets.CNNBatchNormSkip,
+            comparators.CNNBatchNormSkip,
             epochs=8,
         ),
-        TorchComparator("cnn_svm", "CNN-SVM", "CNN-SVM [14]", baseline_nets.CNNSVM, epochs=12, loss="squared_hinge"),
-        TorchComparator("vgg_small", "Small VGG", "VGG-11 [12]", baseline_nets.SmallVGG, epochs=8),
+        TorchComparator("cnn_svm", "CNN-SVM", "CNN-SVM [14]", comparators.CNNSVM, epochs=12, loss="squared_hinge"),
+        TorchComparator("vgg_small", "Small VGG", "VGG-11 [12]", comparators.SmallVGG, epochs=8),
         SklearnComparator(
             "pixel_svc", "Pixels + SVC (RBF)", None, pixel_features, lambda C: _svc(C), ({"C": 1.0}, {"C": 10.0})
         ),

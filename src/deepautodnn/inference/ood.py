@@ -18,7 +18,7 @@ means unknown):
 Each signal is put on a common scale by its own calibration distribution, s -> (s - median) /
 (q99 - median), and the fused score is the largest of them. The threshold is the fused score's
 (1 - false-alarm rate) quantile on the calibration images: the validation split as arrays and the
-same images rendered as product photos (`unknown_fit`), the rate held on each. Backends differ
+same images rendered as product photos (`training.calibrate`), the rate held on each. Backends differ
 (bf16 and int8 move the features), so every backend keeps its own scales and threshold, fitted on
 its own outputs; the class means, covariance and kNN bank come from the training split once.
 

@@ -1,4 +1,4 @@
-"""Fitting unknown-input detection (`deepautodnn.unknown`) for a model directory.
+"""Fitting unknown-input detection (`deepautodnn.inference.ood`) for a model directory.
 
 1. The reference autoencoder: a run's stage-1 autoencoder trained on until `unknown_ae_epochs`
    epochs in all (the `fast` preset trains its stage 1 for one epoch, far from converged; a

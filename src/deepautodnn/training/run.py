@@ -2,7 +2,7 @@
 
 The run directory is itself a model directory (`config.json`, `model.safetensors`,
 `metrics.json`) plus `metrics.csv`, `report.md`, the figures, and `checkpoints/` holding each
-finished stage and the full training state after every epoch (see `training_state`), so that an
+finished stage and the full training state after every epoch (see `training.state`), so that an
 interrupted run resumes where it stopped.
 """
 
@@ -106,7 +106,7 @@ def train_run(
     `imagefolder:PATH` / `csv:PATH`, see `sources`); the class names come with it.
     Returns the metrics written to `run_dir/metrics.json`.
 
-    The full training state is saved after every epoch (see `training_state`); with `resume`, the
+    The full training state is saved after every epoch (see `training.state`); with `resume`, the
     run in `run_dir` continues from its newest checkpoint with its own saved config and seed, and
     ends with the same weights as a run never interrupted. Ctrl-C or SIGTERM saves and raises
     TrainingInterrupted. `deterministic` makes torch use deterministic kernels only.
@@ -406,7 +406,7 @@ def calibrate_model_dir(
     echo=lambda m: None,
 ):
     """Fit unknown-input detection on the data and split the model was trained on; save it beside
-    the model (see `unknown_fit.fit_detector`)."""
+    the model (see `training.calibrate.fit_detector`)."""
     from deepautodnn.models.serialization import load_config, load_model
     from deepautodnn.training.calibrate import fit_detector
 
