@@ -4,7 +4,7 @@ The apparel classifier learns Fashion-MNIST: 28x28 grey garments, bright on blac
 it anything else, so the benchmark measures how often the unknown-input detector flags images that
 are no garment at all. `foreign_sets(n, seed)` returns, for each set below, `n` images encoded as
 PNG bytes (fewer only where the source has fewer), ready to push through the package's real
-preprocessing (`deepautodnn.preprocess.load_image(png, name=...)`), just as an uploaded file would
+preprocessing (`deepautodnn.data.preprocess.load_image(png, name=...)`), just as an uploaded file would
 be. Everything is drawn from `numpy.random.default_rng` keyed by the seed and the set's name, so a
 set is the same whatever other sets or `n` are asked for (a smaller `n` gives a prefix).
 
@@ -600,7 +600,7 @@ def contact_sheet(sets: dict[str, list[bytes]], per_set: int = 8, thumb: int = 9
     except Exception as err:  # the sheet works without the package
         import sys
 
-        print(f"contact sheet without model inputs: cannot import deepautodnn.preprocess ({err})", file=sys.stderr)
+        print(f"contact sheet without model inputs: cannot import deepautodnn.data.preprocess ({err})", file=sys.stderr)
         load_image = None
     label_w, pad, small = 230, 6, 56
     cell_h = thumb + (small + 4 if load_image else 0)

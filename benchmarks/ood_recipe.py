@@ -3,7 +3,7 @@
 Development data: the model's validation images (not test) rendered by the photo-variant
 generator with seed 1, and the foreign sets drawn with seed 1 (the benchmark uses test images and
 seed 0). Each recipe is a set of signals fused by the largest normalised score, calibrated exactly
-as `unknown_fit.fit_detector` does; per recipe we record the false alarms on every development
+as `training.calibrate.fit_detector` does; per recipe we record the false alarms on every development
 variant and the detection rate on every development foreign set. Every trial is appended to
 results/recipe_trials.json.
 
@@ -88,7 +88,7 @@ def main() -> None:
     size = load_config(args.model_dir).model.image_size
     data = load_model_run_data(args.model_dir)
     val = data.images[data.val_idx]
-    rng = np.random.default_rng(0)  # the calibration images, as unknown_fit makes them
+    rng = np.random.default_rng(0)  # the calibration images, as training.calibrate makes them
     photo_x, photo_ev = photo_inputs(val[rng.permutation(len(val))[:CALIBRATION_PHOTOS]], 0)
 
     def signals(x, evidence):

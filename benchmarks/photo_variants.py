@@ -9,7 +9,7 @@ so the garment's shape and shading survive in any colour. Colours, sizes and pos
 per image from a seeded generator. `VARIANTS` maps a name to `make(arr_u8, rng) -> bytes` and
 `render_variants` renders many at once; other benchmark scripts import both.
 
-`main` reads every photo through `deepautodnn.preprocess.load_image`, classifies it and reports,
+`main` reads every photo through `deepautodnn.data.preprocess.load_image`, classifies it and reports,
 per variant, the accuracy against the labels and the agreement with the in-memory arrays:
 
     python benchmarks/photo_variants.py --model-dir runs/fast [--n 1000] [--seed 0] \

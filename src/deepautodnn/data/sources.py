@@ -4,7 +4,7 @@
 
 - `fashion-mnist` (the default): the official training split, and its test split for the report;
 - `imagefolder:PATH`: one sub-folder per class, named for it; every file inside (at any depth)
-  goes through `deepautodnn.preprocess`, files that can't be read are listed and skipped;
+  goes through `deepautodnn.data.preprocess`, files that can't be read are listed and skipped;
 - `csv:PATH`: the Kaggle Fashion-MNIST layout, a header then `label,pixel1,...,pixelN` rows of
   0-255 grey values of a square image.
 

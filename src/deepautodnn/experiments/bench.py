@@ -142,7 +142,7 @@ def bench_training(images_u8: np.ndarray, labels: np.ndarray, n_images: int = 40
     cfg = get_preset("paper")
     x, y = images_u8[:n_images], labels[:n_images]
     out = {"architecture": "paper", "n_images": len(x), "stages": {}}
-    # The naive loops first: ours tunes the process's allocator (`system.keep_freed_memory`), and
+    # The naive loops first: ours tunes the process's allocator (`utils.runtime.keep_freed_memory`), and
     # the reference must run as a plain port would.
     naive_speeds = {stage: naive_stage_speed(cfg, x, y, stage) for stage in ("ae", "dnn")}
     for stage, naive in naive_speeds.items():
@@ -299,7 +299,7 @@ def run_bench(
         raise ValueError(f"--what must be train, infer or all, not {what!r}")
     train_x, train_y = load_fashion_mnist("train", data_dir)
     result = {"benchmark": "deepautodnn bench", "what": what, "machine": machine_info()}
-    # Inference first: training tunes the process's allocator (`system.keep_freed_memory`), which
+    # Inference first: training tunes the process's allocator (`utils.runtime.keep_freed_memory`), which
     # `predict` and `serve` processes do not do.
     if what in ("infer", "all"):
         test_x, test_y = load_fashion_mnist("test", data_dir)

@@ -1,4 +1,5 @@
-"""The inference graph: uint8 images in; probabilities, reconstruction, logits and features out.
+"""The inference graph: float images (B, 1, H, W) in [0, 1] in; probabilities, reconstruction, logits and
+features out.
 
 The same module is run eagerly by the torch backends and exported to ONNX.
 """

@@ -3,13 +3,13 @@
 Several signals, each larger for stranger inputs, are fused into one `unknown_score` (above 1
 means unknown):
 
-- from the model's own outputs (every backend gives them, see `inference.GraphOutputs`):
+- from the model's own outputs (every backend gives them, see `inference.graph.GraphOutputs`):
   `msp` (1 - the top softmax probability, the baseline of Hendrycks & Gimpel, 2017), `energy`
   (-logsumexp of the logits; Liu et al., 2020), `mahalanobis` (the distance of the penultimate
   features to the nearest class mean under one shared covariance; Lee et al., 2018), `knn` (the
   distance to the k-th nearest training image in L2-normalised feature space; Sun et al., 2022)
   and `reconstruction` (the per-image MSE of an autoencoder trained to convergence);
-- from preprocessing (`preprocess.Preprocessed.evidence`), which sees the whole photo before it
+- from preprocessing (`data.preprocess.Preprocessed.evidence`), which sees the whole photo before it
   shrinks to 28x28: how much of the image is the object (too little, or all of it), how clean the
   backdrop is, how many separate objects there are, how much fine detail the photo has, and how
   much of the border the object covers. A Fashion-MNIST image is one object on an empty backdrop;

@@ -44,6 +44,7 @@ from deepautodnn.serve.limits import (  # noqa: E402
     DEFAULT_CLIENT_TIMEOUT_S,
     DEFAULT_MAX_BODY_BYTES,
     BodyLimit,
+    BodyRefused,
     slow_client_protocol,
 )
 from deepautodnn.serve.page import PAGE  # noqa: E402
@@ -143,6 +144,10 @@ async def multipart_form(request: Request):
         raise HTTPException(400, f"malformed multipart body ({err.detail})") from None
     except ClientDisconnect:  # nobody is left to answer; not a server error
         raise HTTPException(400, "client disconnected before sending the whole body") from None
+    except BodyRefused:  # too large or too slow: BodyLimit answers 413 or 408
+        raise
+    except Exception as err:  # anything else the parser trips on is still the body's fault, not ours
+        raise HTTPException(400, f"malformed multipart body ({type(err).__name__})") from None
     try:
         yield form
     finally:

@@ -2,7 +2,7 @@
 
 `torchrun --nproc-per-node=N -m deepautodnn train ...` starts N processes with RANK, WORLD_SIZE and
 LOCAL_RANK set; `init` joins them into one process group (NCCL on CUDA, gloo on CPU). Every rank
-draws the same global batches, each takes its own slice of every batch (see `train._batches`), and
+draws the same global batches, each takes its own slice of every batch (see `training.loop._batches`), and
 DDP averages the gradients, so a run on N ranks follows the single-process run with the same
 global batch. Rank 0 alone writes files and logs.
 """
