@@ -39,6 +39,50 @@ def test_help_importtime_shows_no_torch():
     assert not imported & {"torch", "numpy"}
 
 
+# What `from deepautodnn import ...` offered before the API became lazy; none may go missing.
+OLD_PUBLIC_NAMES = {
+    "CLASS_NAMES",
+    "Config",
+    "DeepAutoDNNClassifier",
+    "ImageError",
+    "UnknownDetector",
+    "load_image",
+    "ConvAutoencoder",
+    "DeepAutoDNN",
+    "DeepClassifier",
+    "ModelConfig",
+    "TrainConfig",
+    "classification_metrics",
+    "evaluate_model",
+    "get_preset",
+    "load_fashion_mnist",
+    "load_model",
+    "predict_files",
+    "predict_proba",
+    "run_ablation",
+    "run_baselines",
+    "save_model",
+    "train_run",
+    "write_paper_report",
+}
+
+
+def test_the_three_lists_of_public_names_agree():
+    import ast
+
+    tree = ast.parse(Path(deepautodnn.__file__).read_text())
+    type_checked = {
+        alias.asname or alias.name
+        for node in ast.walk(tree)
+        if isinstance(node, ast.If) and getattr(node.test, "id", None) == "TYPE_CHECKING"
+        for stmt in node.body
+        for alias in stmt.names
+    }
+    lazy = set(deepautodnn._EXPORTS)
+    assert lazy == type_checked == set(deepautodnn.__all__) - {"__version__"}
+    assert OLD_PUBLIC_NAMES <= lazy
+
+
 def test_public_api_resolves_lazily():
     for name in deepautodnn.__all__:
         assert getattr(deepautodnn, name) is not None, name
