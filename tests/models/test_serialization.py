@@ -202,3 +202,19 @@ def test_nothing_in_the_package_unpickles():
     ]
     assert found == []
     assert risky.search("state = torch.load(path)") and not risky.search("torch.load(p, weights_only=True)")
+
+
+def test_a_model_directory_from_before_the_layout_change_loads_and_predicts_the_same():
+    """tests/fixtures/model_v0.1.0 was saved by deepautodnn 0.1.0 (commit 5ccbdc0, the flat layout),
+    with its probabilities for eight fixed images: today's code must load it and agree."""
+    import json
+    from pathlib import Path
+
+    import numpy as np
+
+    from deepautodnn import load_model, predict_proba
+
+    model_dir = Path(__file__).parents[1] / "fixtures" / "model_v0.1.0"
+    expected = json.loads((model_dir / "expected_probabilities.json").read_text())
+    images = np.random.default_rng(0).integers(0, 256, (8, 28, 28), dtype=np.uint8)
+    np.testing.assert_allclose(predict_proba(load_model(model_dir), images), expected["probabilities"], atol=1e-6)
