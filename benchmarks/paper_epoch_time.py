@@ -11,11 +11,9 @@ import json
 import sys
 import time
 
-import torch
-
 from deepautodnn import get_preset
 from deepautodnn.data.transforms import to_device_data
-from deepautodnn.models.hybrid import DeepAutoDNN
+from deepautodnn.models.hybrid import build_model
 from deepautodnn.training.run import load_training_split
 from deepautodnn.training.stages import train_autoencoder, train_classifier
 from deepautodnn.utils.runtime import machine_info, select_device
@@ -37,10 +35,7 @@ def main() -> None:
     # Validation shrinks in proportion, so one timed epoch scales exactly to a full one.
     val_subset = round(len(val_idx) * args.subset / full_train)
     data = to_device_data(images, labels, train_idx[: args.subset], val_idx[:val_subset], device)
-    torch.manual_seed(0)
-    model = DeepAutoDNN(cfg.model).to(device)
-    if args.bf16:
-        model = model.to(memory_format=torch.channels_last)
+    model = build_model(cfg, seed=0, device=device)  # channels_last with --bf16, as cfg says
     rows: list[dict] = []
     scale = full_train / len(data.x_train)
     results = {}
