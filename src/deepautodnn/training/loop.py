@@ -136,6 +136,7 @@ class StageSpec:
     weight_decay: float = 0.0  # > 0: AdamW's decoupled decay; 0: plain Adam
     keep_best_epoch: bool = True  # False keeps the last epoch
     data_device: torch.device | str = "cpu"  # where the batch indices and the epoch's sums live
+    classifies: bool = True  # whether step_loss counts correct answers (train_acc); not the autoencoder's
 
 
 def fit(
@@ -306,7 +307,7 @@ class _StageLoop:
             "stage": self.spec.name,
             "epoch": epoch,
             "loss": epoch_loss,
-            "train_acc": total_correct / seen if self.spec.name != "ae" else None,
+            "train_acc": total_correct / seen if self.spec.classifies else None,
             "lr": self.optimizer.param_groups[0]["lr"],
         }
 

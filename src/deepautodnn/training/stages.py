@@ -91,6 +91,7 @@ def train_autoencoder(
         weight_decay=tcfg.weight_decay,
         keep_best_epoch=tcfg.keep_best_epoch,
         data_device=data.x_train.device,
+        classifies=False,
     )
     return fit(
         spec,
