@@ -9,8 +9,8 @@ import sys
 from pathlib import Path
 
 # Only light modules at the top: `deepautodnn --help` must answer without importing torch.
-from deepautodnn.config import ABLATION_VARIANTS, PRESETS
-from deepautodnn.inference.names import BACKENDS
+from deepautodnn.config import ABLATION_VARIANTS, PRESETS, get_preset
+from deepautodnn.inference.names import BACKENDS, INT8_ONNX_FILE
 from deepautodnn.version import __version__
 
 
@@ -178,7 +178,6 @@ def _stderr(msg: str) -> None:
 
 
 def cmd_train(args) -> int:
-    from deepautodnn.config import get_preset
     from deepautodnn.training.run import train_run
 
     cfg = get_preset(args.preset)
@@ -317,7 +316,6 @@ def cmd_export(args) -> int:
 
     from deepautodnn.data.fashion_mnist import DataError
     from deepautodnn.inference.export import export_onnx, onnx_parity, quantize_int8, select_backend
-    from deepautodnn.inference.names import INT8_ONNX_FILE
     from deepautodnn.inference.ood import UNKNOWN_FILE, UnknownDetector
     from deepautodnn.models.serialization import load_config
     from deepautodnn.training.run import load_model_run_data
@@ -443,7 +441,6 @@ def _int_list(text: str, flag: str) -> list[int]:
 
 
 def cmd_ablate(args) -> int:
-    from deepautodnn.config import get_preset
     from deepautodnn.experiments.ablation import VARIANTS, parse_labels, run_ablation
 
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]

@@ -26,8 +26,8 @@ from deepautodnn.config import CLASS_NAMES, TrainConfig, get_preset
 from deepautodnn.inference.evaluate import classification_metrics
 from deepautodnn.models import comparators
 from deepautodnn.utils.extras import missing_extra
-from deepautodnn.utils.files import atomic_write_json
-from deepautodnn.utils.runtime import machine_info
+from deepautodnn.utils.files import atomic_write_json, read_json
+from deepautodnn.utils.runtime import machine_info, seed_everything
 
 # --- features -------------------------------------------------------------------------------------
 
@@ -274,7 +274,6 @@ def _squared_hinge(scores: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 def run_torch(comp: TorchComparator, split: Split, seed: int, echo, device="cpu", epochs: int | None = None) -> dict:
     from deepautodnn.data.transforms import to_float
     from deepautodnn.training.loop import Precision, StageSpec, fit, map_batches
-    from deepautodnn.utils.runtime import seed_everything
 
     tcfg = TrainConfig(
         schedule="onecycle", weight_decay=comp.weight_decay, bf16=True, channels_last=comp.name != "lstm"
@@ -427,8 +426,6 @@ def run_baselines(
 
 def load_results(out_dir: str | Path) -> dict[str, dict]:
     """The comparator results saved in a folder, by name, in the registry's order."""
-    from deepautodnn.utils.files import read_json
-
     out_dir = Path(out_dir)
     found = {p.stem: read_json(p) for p in sorted(out_dir.glob("*.json")) if p.stem in COMPARATORS}
     return {name: found[name] for name in COMPARATORS if name in found}

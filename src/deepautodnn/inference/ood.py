@@ -37,8 +37,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from deepautodnn.models.hybrid import reconstruction_error, to_unit
-from deepautodnn.utils.files import atomic_write_json, read_json
+from deepautodnn.models.hybrid import ConvAutoencoder, reconstruction_error, to_unit
+from deepautodnn.utils.files import atomic_write_json, read_json, read_verified, write_with_checksum
 
 UNKNOWN_FILE = "unknown.json"
 STATS_FILE = "unknown.safetensors"  # class means, shared precision matrix and the kNN bank
@@ -249,8 +249,6 @@ class UnknownDetector:
     def save(self, model_dir: str | Path) -> None:
         from safetensors.torch import save
 
-        from deepautodnn.utils.files import write_with_checksum
-
         write_with_checksum(Path(model_dir) / STATS_FILE, save(self.stats.tensors()))
         atomic_write_json(Path(model_dir) / UNKNOWN_FILE, self.to_dict())  # last: it names a whole detector
 
@@ -258,7 +256,6 @@ class UnknownDetector:
     def from_files(cls, model_dir: str | Path, data: dict) -> UnknownDetector:
         from deepautodnn.errors import ModelFileError
         from deepautodnn.models.serialization import parse_safetensors
-        from deepautodnn.utils.files import read_verified
 
         path = Path(model_dir) / UNKNOWN_FILE
         stats_path = Path(model_dir) / STATS_FILE
@@ -329,7 +326,6 @@ class TwoSignalDetector:
 
 def load_reference_autoencoder(model_dir: str | Path):
     """The reference autoencoder saved beside the model, or None (the model's own is used)."""
-    from deepautodnn.models.hybrid import ConvAutoencoder
     from deepautodnn.models.serialization import checksums_required, load_config_record, load_weights
 
     path = Path(model_dir) / REFERENCE_AE_FILE

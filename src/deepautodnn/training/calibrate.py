@@ -25,8 +25,10 @@ import torch
 from deepautodnn.data.transforms import to_device_data
 from deepautodnn.inference.ood import (
     DEFAULT_FALSE_ALARM_RATE,
+    FORMAT,
     FUSED_SIGNALS,
     REFERENCE_AE_FILE,
+    UNKNOWN_FILE,
     BackendCalibration,
     FeatureStats,
     UnknownDetector,
@@ -36,7 +38,7 @@ from deepautodnn.inference.ood import (
     model_signals,
 )
 from deepautodnn.models.hybrid import build_model
-from deepautodnn.models.serialization import load_weights
+from deepautodnn.models.serialization import load_weights, save_weights
 from deepautodnn.training.stages import stage_plan, train_autoencoder
 
 CALIBRATION_PHOTOS = 2000  # validation images also rendered as photos for calibration
@@ -135,7 +137,6 @@ def train_reference_autoencoder(
 
 def _reference_epochs(model_dir: Path) -> int | None:
     """The epochs of the saved reference autoencoder, as the fused detector recorded them."""
-    from deepautodnn.inference.ood import FORMAT, UNKNOWN_FILE
     from deepautodnn.utils.files import read_json
 
     path = model_dir / UNKNOWN_FILE
@@ -184,7 +185,6 @@ def fit_detector(
 ) -> UnknownDetector:
     """Fit every part of the detector (see the module docstring) and save it beside the model."""
     from deepautodnn.inference.backends import make_backend, run_batched
-    from deepautodnn.models.serialization import save_weights
 
     if not 0 < false_alarm_rate < 1:
         raise ValueError(f"false-alarm rate must be between 0 and 1, got {false_alarm_rate}")

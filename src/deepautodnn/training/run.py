@@ -26,7 +26,9 @@ from deepautodnn.models.hybrid import DeepAutoDNN, build_model
 from deepautodnn.models.serialization import (
     CONFIG_FILE,
     config_to_json,
+    load_config,
     load_config_record,
+    load_model,
     load_weights,
     save_model,
     save_weights,
@@ -407,7 +409,6 @@ def calibrate_model_dir(
 ):
     """Fit unknown-input detection on the data and split the model was trained on; save it beside
     the model (see `training.calibrate.fit_detector`)."""
-    from deepautodnn.models.serialization import load_config, load_model
     from deepautodnn.training.calibrate import fit_detector
 
     data = load_model_run_data(model_dir, data_dir)
