@@ -11,6 +11,7 @@ import pytest
 
 import deepautodnn
 
+FIXTURE_MODEL = Path(__file__).parent / "fixtures" / "model_v0.1.0"  # a small valid model directory
 HEAVY = ("torch", "numpy", "sklearn", "scipy", "PIL", "fastapi", "onnxruntime", "matplotlib")
 
 
@@ -170,7 +171,12 @@ def test_layering_contracts_hold():
             "from deepautodnn.cli import main; sys.exit(main(['preprocess', 'x.png', '--steps', 'y.png']))",
             "report",
         ),
-        ("onnxruntime", "from deepautodnn.inference.backends import OnnxBackend; OnnxBackend('model.onnx')", "onnx"),
+        ("onnx", "from deepautodnn.cli import main; sys.exit(main(['export', 'some-model']))", "onnx"),
+        (
+            "onnxruntime",
+            "from deepautodnn.cli import main; sys.exit(main(['predict', MODEL, 'x.png', '--backend', 'onnx']))",
+            "onnx",
+        ),
     ],
 )
 def test_a_missing_extra_is_one_line_naming_it(blocked, call, extra, tmp_path):
@@ -178,7 +184,7 @@ def test_a_missing_extra_is_one_line_naming_it(blocked, call, extra, tmp_path):
 
     Image.new("L", (32, 32), 200).save(tmp_path / "x.png")
     proc = subprocess.run(
-        [sys.executable, "-c", f"import sys; sys.modules[{blocked!r}] = None\n{call}"],
+        [sys.executable, "-c", f"import sys; sys.modules[{blocked!r}] = None\nMODEL = {str(FIXTURE_MODEL)!r}\n{call}"],
         capture_output=True,
         text=True,
         timeout=120,
@@ -189,3 +195,23 @@ def test_a_missing_extra_is_one_line_naming_it(blocked, call, extra, tmp_path):
     if "cli" in call:  # the command line prints one line, no traceback
         assert proc.returncode == 2 and "Traceback" not in proc.stderr
         assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+def test_the_core_imports_with_every_extra_missing():
+    """Everything but the service imports with no extra installed: a core install trains,
+    evaluates, predicts and fits the estimator (figures and ONNX fail later, in one line)."""
+    from deepautodnn.utils.extras import EXTRAS
+
+    blocked = [m for modules in EXTRAS.values() for m in modules]
+    src = Path(deepautodnn.__file__).parent
+    modules = sorted(
+        "deepautodnn." + ".".join(p.relative_to(src).with_suffix("").parts)
+        for p in src.rglob("*.py")
+        if p.name != "__main__.py" and "serve" not in p.relative_to(src).parts
+    )
+    proc = python(
+        f"import sys, importlib\nfor m in {blocked!r}: sys.modules[m] = None\n"
+        f"for m in {modules!r}: importlib.import_module(m.removesuffix('.__init__'))\nprint('ok')"
+    )
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-2000:]
+    assert len(modules) > 40

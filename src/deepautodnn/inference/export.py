@@ -64,6 +64,7 @@ def export_onnx(model_dir: str | Path, out_path: str | Path | None = None) -> Pa
     from deepautodnn.inference.names import ONNX_FILE
     from deepautodnn.models.serialization import load_config
 
+    require_extra("onnx", "ONNX export")  # before loading the model: say so at once
     out_path = Path(out_path or Path(model_dir) / ONNX_FILE)
     return export_graph(load_graph(model_dir), load_config(model_dir).model.image_size, out_path)
 
