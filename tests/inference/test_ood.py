@@ -161,7 +161,7 @@ def exported(tiny_run, tmp_path_factory):
 
 
 def test_per_backend_thresholds_are_used_by_the_serving_backend(exported, data_dir):
-    from deepautodnn.serve.app import Predictor
+    from deepautodnn.serve.predictor import Predictor
     from deepautodnn.training.run import calibrate_model_dir
 
     det = calibrate_model_dir(exported, data_dir=data_dir, backends=["torch", "onnx"])
