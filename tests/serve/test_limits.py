@@ -99,3 +99,29 @@ def test_an_answer_before_the_whole_body_keeps_its_status_and_closes(content_len
 def test_a_request_without_a_body_keeps_its_connection():
     status, headers, _, _ = call(refusing_app, [b""], content_length=0)
     assert status == 401 and "connection" not in headers
+
+
+def test_lifespan_and_websocket_scopes_pass_through_untouched():
+    seen = []
+
+    async def app(scope, receive, send):
+        seen.append((scope["type"], receive is receive_marker))
+
+    async def receive_marker():
+        return {}
+
+    async def send(message):
+        pass
+
+    for kind in ("lifespan", "websocket"):
+        asyncio.run(BodyLimit(app, max_body_bytes=LIMIT, timeout_s=TIMEOUT_S)({"type": kind}, receive_marker, send))
+    assert seen == [("lifespan", True), ("websocket", True)]
+
+
+def test_a_refusal_after_the_answer_started_is_not_a_second_answer():
+    async def streaming_app(scope, receive, send):
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await Request(scope, receive).body()  # reads past the cap while answering
+
+    with pytest.raises(Exception, match="over the limit"):
+        call(streaming_app, [b"x" * 60, b"x" * 60])
