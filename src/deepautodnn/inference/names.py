@@ -5,13 +5,8 @@ Kept free of heavy imports so that the command line can offer them without loadi
 
 from __future__ import annotations
 
-ONNX_FILE = "model.onnx"
+BACKENDS = ("torch", "torch-bf16", "onnx", "onnx-int8")  # float32 and bf16 PyTorch; float32 and int8 ONNX Runtime
 
-
-BACKENDS = ("torch", "torch-bf16", "onnx", "onnx-int8")
-
-
-INT8_ONNX_FILE = "model.int8.onnx"
-
-
+ONNX_FILE = "model.onnx"  # written by `deepautodnn export`
+INT8_ONNX_FILE = "model.int8.onnx"  # likewise, where int8 holds accuracy on this CPU
 BACKEND_FILE = "backend.json"  # written by `deepautodnn export`: what each backend measured, which won

@@ -19,7 +19,7 @@ import torch
 from deepautodnn.config import Config
 from deepautodnn.data.sources import RunData, load_run_data
 from deepautodnn.data.transforms import TrainingData, to_device_data
-from deepautodnn.errors import DeepAutoDNNError, ModelFileError, WriteError
+from deepautodnn.errors import DeepAutoDNNError, WriteError
 from deepautodnn.inference.evaluate import evaluate_model, metrics_markdown
 from deepautodnn.inference.ood import DEFAULT_FALSE_ALARM_RATE
 from deepautodnn.models.hybrid import DeepAutoDNN, build_model
@@ -469,4 +469,4 @@ def write_report(run_dir: str | Path, metrics: dict) -> str:
     return text
 
 
-__all__ = ["train_run", "write_report", "calibrate_model_dir", "RunError", "ModelFileError"]
+__all__ = ["train_run", "write_report", "calibrate_model_dir", "RunError"]
