@@ -22,9 +22,11 @@ from _emit import emit_json
 
 from deepautodnn.utils.runtime import machine_info
 
-COMMANDS = {
-    "deepautodnn --help": ["-m", "deepautodnn", "--help"],
-    "import deepautodnn": ["-c", "import deepautodnn"],
+SCRIPT = str(Path(sys.executable).with_name("deepautodnn"))  # the console script beside this interpreter
+COMMANDS = {  # name: the command line
+    "deepautodnn --help": [SCRIPT, "--help"],
+    "python -m deepautodnn --help": [sys.executable, "-m", "deepautodnn", "--help"],
+    "import deepautodnn": [sys.executable, "-c", "import deepautodnn"],
 }
 
 
@@ -32,16 +34,17 @@ def measure(args: list[str], env: dict, repeats: int) -> dict:
     seconds, rss_mib = [], []
     for _ in range(repeats):
         start = time.perf_counter()
-        child = subprocess.Popen([sys.executable, *args], env=env, stdout=subprocess.DEVNULL)
+        child = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL)
         _, status, usage = os.wait4(child.pid, 0)  # this child's own rusage
         seconds.append(time.perf_counter() - start)
         if status != 0:
             raise SystemExit(f"{args} failed with status {status}")
         rss_mib.append(usage.ru_maxrss / 1024)  # KiB on Linux
-    importtime = subprocess.run(
-        [sys.executable, "-X", "importtime", *args], env=env, capture_output=True, text=True, check=True
-    ).stderr
-    modules = {line.rsplit("|", 1)[-1].strip() for line in importtime.splitlines() if line.startswith("import time:")}
+    # Every module the command imports, as Python's own import profiler lists them.
+    profiled = subprocess.run(args, env={**env, "PYTHONPROFILEIMPORTTIME": "1"}, capture_output=True, text=True)
+    modules = {
+        line.rsplit("|", 1)[-1].strip() for line in profiled.stderr.splitlines() if line.startswith("import time:")
+    }
     return {
         "median_seconds": round(statistics.median(seconds), 4),
         "seconds": [round(s, 4) for s in seconds],
