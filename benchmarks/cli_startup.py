@@ -20,8 +20,6 @@ from pathlib import Path
 
 from _emit import emit_json
 
-from deepautodnn.utils.runtime import machine_info
-
 SCRIPT = str(Path(sys.executable).with_name("deepautodnn"))  # the console script beside this interpreter
 COMMANDS = {  # name: the command line
     "deepautodnn --help": [SCRIPT, "--help"],
@@ -66,13 +64,18 @@ def main() -> None:
     commit = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=args.src or Path(__file__).parent
     ).stdout.strip()
+    # Measured first, from a parent that has not loaded torch: a child's peak RSS counts the pages
+    # it shares with its parent until exec, so a heavy parent would inflate every figure.
+    results = {name: measure(cmd, env, args.repeats) for name, cmd in COMMANDS.items()}
+    from deepautodnn.utils.runtime import machine_info
+
     result = {
         "command": "python " + " ".join(sys.argv),
         "commit": commit,
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": machine_info(),
         "repeats": args.repeats,
-        "results": {name: measure(cmd, env, args.repeats) for name, cmd in COMMANDS.items()},
+        "results": results,
     }
     emit_json(result, args.out)
 
