@@ -2,9 +2,11 @@
 
 Each command runs in a fresh interpreter, `--repeats` times; the median wall time and the median
 peak RSS (from the child's rusage) are reported. `--src` times another source tree with the same
-interpreter (e.g. a checkout of an older commit), to compare before and after.
+interpreter (e.g. a checkout of an older commit); `--compare SRC` measures both, the installed
+package first, and writes both into one file.
 
-    python benchmarks/cli_startup.py --out results/cli_startup_cpu.json
+    git worktree add /tmp/before 5ccbdc0
+    python benchmarks/cli_startup.py --compare /tmp/before/src --out results/cli_startup_cpu.json
 """
 
 from __future__ import annotations
@@ -52,30 +54,44 @@ def measure(args: list[str], env: dict, repeats: int) -> dict:
     }
 
 
+def git_commit(folder) -> str:
+    proc = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=folder)
+    return proc.stdout.strip()
+
+
+def measure_tree(src: str | None, repeats: int) -> dict:
+    env = dict(os.environ)
+    if src:
+        env["PYTHONPATH"] = str(Path(src).resolve())
+    return {
+        "src": str(Path(src).resolve()) if src else "installed package",
+        "commit": git_commit(src or Path(__file__).parent),
+        "results": {name: measure(cmd, env, repeats) for name, cmd in COMMANDS.items()},
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--src", help="source tree to put first on PYTHONPATH (default: the installed package)")
+    parser.add_argument("--compare", metavar="SRC", help="also measure this source tree, after the first")
     parser.add_argument("--out")
     args = parser.parse_args()
-    env = dict(os.environ)
-    if args.src:
-        env["PYTHONPATH"] = str(Path(args.src).resolve())
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=args.src or Path(__file__).parent
-    ).stdout.strip()
     # Measured first, from a parent that has not loaded torch: a child's peak RSS counts the pages
     # it shares with its parent until exec, so a heavy parent would inflate every figure.
-    results = {name: measure(cmd, env, args.repeats) for name, cmd in COMMANDS.items()}
+    measured = measure_tree(args.src, args.repeats)
+    compared = measure_tree(args.compare, args.repeats) if args.compare else None
     from deepautodnn.utils.runtime import machine_info
 
     result = {
+        "benchmark": "cli_startup",
         "command": "python " + " ".join(sys.argv),
-        "commit": commit,
+        "commit": measured["commit"],
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": machine_info(),
         "repeats": args.repeats,
-        "results": results,
+        "results": measured["results"],
+        "compared_with": compared,
     }
     emit_json(result, args.out)
 

@@ -25,11 +25,33 @@ ROOT = Path(__file__).resolve().parent.parent
 BLOCK = re.compile(r"(<!-- begin generated: (?P<src>[^ ]+) -->\n)(?P<body>.*?)(<!-- end generated -->)", re.S)
 
 
+def cli_startup_markdown(result: dict) -> str:
+    """`benchmarks/cli_startup.py`: this commit against the one it was compared with, per command."""
+    machine = result["machine"]
+    cpu = f"{machine['cpu']}, {'AVX-512 BF16' if machine['cpu_bf16'] else machine['cpu_capability']}"
+    before = result["compared_with"]
+    lines = [
+        f"| command | {before['commit']}: seconds | MiB | torch | {result['commit']}: seconds | MiB | torch |",
+        "|---|---:|---:|---|---:|---:|---|",
+    ]
+    for name, now in result["results"].items():
+        old = before["results"][name]
+        lines.append(
+            f"| `{name}` | {old['median_seconds']:.2f} | {old['median_peak_rss_mib']:.0f} | "
+            f"{'yes' if old['imports_torch'] else 'no'} | {now['median_seconds']:.2f} | "
+            f"{now['median_peak_rss_mib']:.0f} | {'yes' if now['imports_torch'] else 'no'} |"
+        )
+    lines.append(
+        f"\nMedians of {result['repeats']} fresh processes each (wall time, peak RSS); {cpu}; `{result['command']}`.\n"
+    )
+    return "\n".join(lines) + "\n"
+
+
 def render(source: str) -> str:
     from deepautodnn.experiments.ood_report import ood_markdown, variants_markdown
 
     result = json.loads((ROOT / source).read_text())
-    renderers = {"ood": ood_markdown, "photo_variants": variants_markdown}
+    renderers = {"ood": ood_markdown, "photo_variants": variants_markdown, "cli_startup": cli_startup_markdown}
     return renderers[result["benchmark"]](result)
 
 
