@@ -7,9 +7,10 @@ OpenAPI docs at `/docs`. Every error is JSON `{"detail": "..."}` with a 4xx stat
 the bearer token when one is set, 413 for a body over the cap (refused as soon as the declared
 length or the bytes read pass it), 415 for a body that is not multipart/form-data, 400 for a
 malformed one, 422 for a missing field or an image that can't be decoded, 408 for a body that
-takes longer than the client timeout to arrive; 503 until the model is ready. Served by `deepautodnn serve`, a client must also send each request's
-headers within that timeout (`slow_client_protocol`), so slow clients (slowloris) are cut off
-instead of holding connections for ever.
+takes longer than the client timeout to arrive; 503 until the model is ready. Served by
+`deepautodnn serve`, a client must also send each request's headers within that timeout
+(`slow_client_protocol`), so slow clients (slowloris) are cut off instead of holding connections
+for ever.
 
 Where each part lives: this module holds the app, its routes, the bearer-token check and the
 error answers; `predictor` the loaded model and the micro-batcher; `limits` the body cap and the
@@ -51,7 +52,7 @@ from deepautodnn.serve.page import PAGE  # noqa: E402
 from deepautodnn.serve.predictor import MicroBatcher, Predictor  # noqa: E402
 from deepautodnn.version import __version__  # noqa: E402
 
-__all__ = ["Predictor", "create_app", "is_loopback", "slow_client_protocol"]  # what the CLI and tests import
+__all__ = ["create_app", "is_loopback", "slow_client_protocol"]  # what the CLI imports
 
 MAX_FILES = 64  # images in one request
 MAX_FIELDS = 16  # form fields that are not files: the service reads none
