@@ -45,3 +45,11 @@ def tiny_run(tmp_path_factory, data_dir):
     run_dir = tmp_path_factory.mktemp("tiny") / "run"
     metrics = train_run(cfg, run_dir, seed=0, data_dir=data_dir, train_limit=3000, echo=lambda m: None)
     return run_dir, metrics
+
+
+@pytest.fixture(scope="session")
+def test_images(data_dir):
+    """Fashion-MNIST's test split: uint8 (10000, 28, 28), int64 (10000,)."""
+    from deepautodnn.data.fashion_mnist import load_fashion_mnist
+
+    return load_fashion_mnist("test", data_dir)

@@ -3,7 +3,6 @@ records, and every backend against torch float32; the service and `predict` on t
 
 from __future__ import annotations
 
-import io
 import json
 import shutil
 import warnings
@@ -19,19 +18,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 from deepautodnn import cli, load_model  # noqa: E402
 from deepautodnn.inference.evaluate import predict_proba  # noqa: E402
 from deepautodnn.serve.app import create_app  # noqa: E402
-
-
-def png(arr: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(arr).save(buf, "PNG")
-    return buf.getvalue()
-
-
-@pytest.fixture(scope="module")
-def test_images(data_dir):
-    from deepautodnn.data.fashion_mnist import load_fashion_mnist
-
-    return load_fashion_mnist("test", data_dir)
+from tests.helpers.models import png  # noqa: E402
 
 
 def test_onnx_export_parity_and_backend(tiny_run, tmp_path, test_images, capsys):

@@ -4,17 +4,7 @@ from torch import nn
 
 from deepautodnn.config import ModelConfig, get_preset
 from deepautodnn.models.hybrid import DeepAutoDNN, predict_proba_u8, reconstruction_error
-
-SMALL = ModelConfig(encoder_channels=(4, 8), encoder_pool=(True, True), dnn_hidden=(16,))
-
-
-def small_model(seed: int = 0) -> DeepAutoDNN:
-    torch.manual_seed(seed)
-    return DeepAutoDNN(SMALL).eval()
-
-
-def random_u8(n: int, seed: int = 1) -> torch.Tensor:
-    return torch.randint(0, 256, (n, 28, 28), dtype=torch.uint8, generator=torch.Generator().manual_seed(seed))
+from tests.helpers.models import SMALL, random_u8, small_model
 
 
 @pytest.mark.parametrize("preset,latent", [("paper", (128, 14, 14)), ("fast", (128, 7, 7)), ("best", (256, 7, 7))])

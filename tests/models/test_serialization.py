@@ -5,12 +5,13 @@ import pytest
 import torch
 
 from deepautodnn import load_model, predict_proba, save_model
-from deepautodnn.config import Config, ModelConfig
+from deepautodnn.config import Config
 from deepautodnn.errors import DeepAutoDNNError, ModelFileError, WriteError
 from deepautodnn.models.hybrid import DeepAutoDNN
 from deepautodnn.utils.files import atomic_write_bytes, sha256_hex
+from tests.helpers.models import TINY as TINY_MODEL
 
-TINY = Config(model=ModelConfig(encoder_channels=(8, 16), encoder_pool=(True, True), dnn_hidden=(32,)))
+TINY = Config(model=TINY_MODEL)
 
 
 @pytest.fixture

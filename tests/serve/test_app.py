@@ -13,7 +13,6 @@ import urllib.request
 import warnings
 from pathlib import Path
 
-import numpy as np
 import pytest
 from PIL import Image
 
@@ -24,22 +23,10 @@ from deepautodnn import cli, load_model  # noqa: E402
 from deepautodnn.experiments.http_load import BOUNDARY, multipart_body, multipart_file_head, running_server  # noqa: E402
 from deepautodnn.inference.evaluate import predict_proba  # noqa: E402
 from deepautodnn.serve.app import create_app  # noqa: E402
+from tests.helpers.models import png  # noqa: E402
 
 SERVE_RECORDING_MODULES = Path(__file__).parents[1] / "helpers" / "serve_recording_modules.py"
 TRAINER = ("deepautodnn.training", "deepautodnn.experiments", "deepautodnn.estimator")
-
-
-def png(arr: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(arr).save(buf, "PNG")
-    return buf.getvalue()
-
-
-@pytest.fixture(scope="module")
-def test_images(data_dir):
-    from deepautodnn.data.fashion_mnist import load_fashion_mnist
-
-    return load_fashion_mnist("test", data_dir)
 
 
 @pytest.fixture(scope="module")

@@ -16,12 +16,12 @@ import pytest
 import torch
 
 from deepautodnn import get_preset, load_model, train_run
-from deepautodnn.config import Config, ModelConfig, TrainConfig
 from deepautodnn.errors import WriteError
 from deepautodnn.experiments.interrupt import Interruption, interrupt
 from deepautodnn.training.run import RunError
 from deepautodnn.training.state import Checkpointer, NonFiniteLossError
 from deepautodnn.utils.files import read_json, sha256_hex
+from tests.helpers.models import tiny_config
 
 # The `fast` network for 2 + 2 + 4 epochs on 1,000 images: each epoch well under a second.
 TRAIN = [
@@ -97,18 +97,8 @@ def test_kill_9_at_random_moments_and_mid_save_then_resume_gives_identical_weigh
     assert not list((run / "checkpoints").glob(".*.tmp")), "leftovers of the killed saves were not cleaned"
 
 
-def _tiny_cfg() -> Config:
-    model = ModelConfig(encoder_channels=(8, 16), encoder_pool=(True, True), dnn_hidden=(32,))
-    train = TrainConfig(
-        ae_epochs=1,
-        ae_batch_size=128,
-        dnn_epochs=1,
-        dnn_batch_size=128,
-        finetune_epochs=3,
-        finetune_batch_size=128,
-        augment=True,
-    )
-    return Config(model=model, train=train, preset="tiny")
+def _cfg():
+    return tiny_config(finetune_epochs=3)  # three fine-tuning epochs: room to stop and resume inside the stage
 
 
 QUIET = dict(seed=5, train_limit=600, deterministic=True, echo=lambda m: None)
@@ -117,7 +107,7 @@ QUIET = dict(seed=5, train_limit=600, deterministic=True, echo=lambda m: None)
 def test_two_runs_with_one_seed_give_identical_weight_hashes(tmp_path, data_dir):
     hashes = []
     for name, seed in (("a", 5), ("b", 5), ("c", 6)):
-        train_run(_tiny_cfg(), tmp_path / name, data_dir=data_dir, **{**QUIET, "seed": seed})
+        train_run(_cfg(), tmp_path / name, data_dir=data_dir, **{**QUIET, "seed": seed})
         hashes.append(_sha(tmp_path / name / "model.safetensors"))
     assert hashes[0] == hashes[1]
     assert hashes[0] != hashes[2]  # the seed matters, so the equality above means something
@@ -140,13 +130,13 @@ def test_nonfinite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, data_
         match=r"stage finetune, epoch 2: loss became nan; training stopped, "
         r"the last good checkpoint \(stage finetune, after epoch 1\) is kept",
     ):
-        train_run(_tiny_cfg(), tmp_path / "run", data_dir=data_dir, **QUIET)
+        train_run(_cfg(), tmp_path / "run", data_dir=data_dir, **QUIET)
     state = Checkpointer(tmp_path / "run" / "checkpoints").latest()
     assert all(torch.isfinite(v).all() for v in state.section("model").values() if v.is_floating_point())
 
     monkeypatch.setattr(train.F, "cross_entropy", real)
-    train_run(_tiny_cfg(), tmp_path / "run", resume=True, data_dir=data_dir, **QUIET)
-    train_run(_tiny_cfg(), tmp_path / "straight", data_dir=data_dir, **QUIET)
+    train_run(_cfg(), tmp_path / "run", resume=True, data_dir=data_dir, **QUIET)
+    train_run(_cfg(), tmp_path / "straight", data_dir=data_dir, **QUIET)
     assert _sha(tmp_path / "run" / "model.safetensors") == _sha(tmp_path / "straight" / "model.safetensors")
 
 
@@ -163,12 +153,12 @@ def test_full_disk_mid_training_is_a_clear_error_and_earlier_files_survive(tmp_p
 
     monkeypatch.setattr(checkpoint.os, "fsync", full_after_a_while)
     with pytest.raises(WriteError, match=r"cannot write .*: No space left on device; any earlier .* is intact"):
-        train_run(_tiny_cfg(), tmp_path / "run", data_dir=data_dir, **QUIET)
+        train_run(_cfg(), tmp_path / "run", data_dir=data_dir, **QUIET)
     monkeypatch.setattr(checkpoint.os, "fsync", real_fsync)
     assert Checkpointer(tmp_path / "run" / "checkpoints").latest() is not None
     assert not list((tmp_path / "run" / "checkpoints").glob(".*.tmp"))
-    train_run(_tiny_cfg(), tmp_path / "run", resume=True, data_dir=data_dir, **QUIET)  # space is back
-    train_run(_tiny_cfg(), tmp_path / "straight", data_dir=data_dir, **QUIET)
+    train_run(_cfg(), tmp_path / "run", resume=True, data_dir=data_dir, **QUIET)  # space back
+    train_run(_cfg(), tmp_path / "straight", data_dir=data_dir, **QUIET)
     assert _sha(tmp_path / "run" / "model.safetensors") == _sha(tmp_path / "straight" / "model.safetensors")
 
 
@@ -176,12 +166,12 @@ def test_unwritable_run_folder_fails_before_any_work(tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("keep me")
     with pytest.raises(RunError, match=r"a-file/run: the run folder can't be written \(Not a directory\)"):
-        train_run(_tiny_cfg(), blocker / "run", data_dir=tmp_path / "no-data-needed", **QUIET)
+        train_run(_cfg(), blocker / "run", data_dir=tmp_path / "no-data-needed", **QUIET)
     assert blocker.read_text() == "keep me"
 
 
 def test_damaged_newest_checkpoint_falls_back_to_the_one_before(tmp_path, data_dir):
-    train_run(_tiny_cfg(), tmp_path / "run", data_dir=data_dir, **QUIET)
+    train_run(_cfg(), tmp_path / "run", data_dir=data_dir, **QUIET)
     checkpointer = Checkpointer(tmp_path / "run" / "checkpoints")
     older, newest = checkpointer.complete()[-2:]
     tensors = newest.with_suffix(".safetensors")
@@ -195,7 +185,7 @@ def test_damaged_newest_checkpoint_falls_back_to_the_one_before(tmp_path, data_d
 
 def test_resume_after_interruption_matches_uninterrupted(tmp_path, data_dir, monkeypatch):
     quiet = dict(seed=3, data_dir=data_dir, train_limit=1000, echo=lambda m: None)
-    train_run(_tiny_cfg(), tmp_path / "straight", **quiet)
+    train_run(_cfg(), tmp_path / "straight", **quiet)
 
     import deepautodnn.training.run as runner
 
@@ -208,22 +198,22 @@ def test_resume_after_interruption_matches_uninterrupted(tmp_path, data_dir, mon
 
     monkeypatch.setattr(runner, "train_classifier", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        train_run(_tiny_cfg(), tmp_path / "cut", **quiet)
+        train_run(_cfg(), tmp_path / "cut", **quiet)
     progress = read_json(tmp_path / "cut" / "checkpoints" / "progress.json")
     assert progress["completed"] == ["ae", "dnn"]
     monkeypatch.setattr(runner, "train_classifier", real)
 
     with pytest.raises(RunError, match="already holds a run"):
-        train_run(_tiny_cfg(), tmp_path / "cut", **quiet)
+        train_run(_cfg(), tmp_path / "cut", **quiet)
     train_run(get_preset("paper"), tmp_path / "cut", resume=True, **quiet)  # config comes from the run dir
     a = load_model(tmp_path / "straight").state_dict()
     b = load_model(tmp_path / "cut").state_dict()
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)
     stages = [line.split(",")[0] for line in (tmp_path / "cut" / "metrics.csv").read_text().splitlines()[1:]]
-    assert stages == ["ae", "dnn"] + ["finetune"] * _tiny_cfg().train.finetune_epochs  # each epoch logged once
+    assert stages == ["ae", "dnn"] + ["finetune"] * _cfg().train.finetune_epochs  # each epoch logged once
 
 
 def test_resume_without_a_run_is_a_clear_error(tmp_path):
     with pytest.raises(RunError, match="nothing to resume"):
-        train_run(_tiny_cfg(), tmp_path / "empty", resume=True)
+        train_run(_cfg(), tmp_path / "empty", resume=True)

@@ -2,25 +2,7 @@ import numpy as np
 import torch
 
 from deepautodnn import load_model, train_run
-from deepautodnn.config import Config, ModelConfig, TrainConfig
-
-TINY = ModelConfig(encoder_channels=(8, 16), encoder_pool=(True, True), dnn_hidden=(32,))
-
-
-def _tiny_cfg():
-    return Config(
-        model=TINY,
-        train=TrainConfig(
-            ae_epochs=1,
-            ae_batch_size=128,
-            dnn_epochs=1,
-            dnn_batch_size=128,
-            finetune_epochs=1,
-            finetune_batch_size=128,
-            augment=True,
-        ),
-        preset="tiny",
-    )
+from tests.helpers.models import tiny_config
 
 
 def test_tiny_real_run_beats_chance_by_far(tiny_run):
@@ -43,7 +25,7 @@ def test_tiny_real_run_beats_chance_by_far(tiny_run):
 
 def test_seeds_make_runs_reproducible(tmp_path, data_dir):
     quiet = dict(data_dir=data_dir, train_limit=600, echo=lambda m: None)
-    cfg = _tiny_cfg()
+    cfg = tiny_config()
     cfg.train.finetune_epochs = 0
     m1 = train_run(cfg, tmp_path / "a", seed=1, **quiet)
     m2 = train_run(cfg, tmp_path / "b", seed=1, **quiet)

@@ -2,13 +2,12 @@ import pytest
 import torch
 from torch import nn
 
-from deepautodnn.config import ModelConfig, TrainConfig, get_preset
+from deepautodnn.config import TrainConfig, get_preset
 from deepautodnn.data.transforms import TrainingData
 from deepautodnn.models.hybrid import DeepAutoDNN
 from deepautodnn.training.loop import Precision
 from deepautodnn.training.stages import reconstruction_mse, train_autoencoder, train_classifier
-
-TINY = ModelConfig(encoder_channels=(8, 16), encoder_pool=(True, True), dnn_hidden=(32,))
+from tests.helpers.models import TINY, random_u8, small_model
 
 
 def _synthetic(n=256, labels=None):
@@ -65,18 +64,6 @@ def test_nonfinite_loss_stops_with_clear_message():
     tcfg = TrainConfig(dnn_epochs=1, dnn_batch_size=50)
     with pytest.raises(FloatingPointError, match="stage dnn, epoch 1"):
         train_classifier(model, _synthetic(), tcfg, stage="dnn", seed=0, device=torch.device("cpu"), log=lambda r: None)
-
-
-SMALL = ModelConfig(encoder_channels=(4, 8), encoder_pool=(True, True), dnn_hidden=(16,))
-
-
-def small_model(seed: int = 0) -> DeepAutoDNN:
-    torch.manual_seed(seed)
-    return DeepAutoDNN(SMALL).eval()
-
-
-def random_u8(n: int, seed: int = 1) -> torch.Tensor:
-    return torch.randint(0, 256, (n, 28, 28), dtype=torch.uint8, generator=torch.Generator().manual_seed(seed))
 
 
 def test_reconstruction_mse_is_the_mean_error_over_the_set():
