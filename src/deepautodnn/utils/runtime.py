@@ -24,14 +24,71 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def machine_info() -> dict:
+# The instruction-set features that decide how fast this package's kernels run: AVX2 + FMA is the
+# float32 baseline, AVX-512 widens it, BF16 doubles the convolution rate under autocast, VNNI makes
+# int8 worth it, AMX is the matrix unit of recent Xeons.
+SPEED_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "avx_vnni", "amx_tile", "amx_bf16", "amx_int8")
+
+# Environment variables that make torch, oneDNN and MKL use less than the CPU has: how a machine with
+# AVX-512 imitates an AVX2 one. A figure measured under any of them says so (see `cpu_class`).
+ISA_LIMITS = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS")
+
+
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags as the kernel reports them (empty where /proc/cpuinfo is missing)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def cpu_features() -> dict[str, bool]:
+    """Which of SPEED_FLAGS this CPU has."""
+    flags = cpu_flags()
+    return {name: name in flags for name in SPEED_FLAGS}
+
+
+def isa_limits() -> dict[str, str]:
+    """The ISA-limiting environment variables that are set, with their values."""
+    return {name: os.environ[name] for name in ISA_LIMITS if os.environ.get(name)}
+
+
+def cpu_class() -> str:
+    """The class of CPU that torch actually computes on here, the column every speed figure goes in:
+    "avx512-bf16", "avx512", "avx2" or "baseline" (torch's capability, and oneDNN's bf16 support).
+    Under an ISA limit (see ISA_LIMITS) it says what the hardware is, e.g. "avx2 (limited, on an
+    avx512-bf16 CPU)", so an imitation never reads as the real class."""
     import torch
 
-    from deepautodnn.utils.runtime import bf16_supported
+    capability = torch.backends.cpu.get_cpu_capability().lower()  # "avx512", "avx2", "default", ...
+    if capability.startswith("avx512"):
+        effective = "avx512-bf16" if bf16_supported(torch.device("cpu")) else "avx512"
+    elif capability.startswith("avx2"):
+        effective = "avx2"
+    else:
+        effective = "baseline"
+    if not isa_limits():
+        return effective
+    features = cpu_features()
+    hardware = "avx2" if features["avx2"] else "baseline"
+    if features["avx512f"]:
+        hardware = "avx512-bf16" if features["avx512_bf16"] else "avx512"
+    return effective if hardware == effective else f"{effective} (limited, on an {hardware} CPU)"
+
+
+def machine_info() -> dict:
+    """Where a figure was measured; every results file records it."""
+    import torch
 
     return {
         "platform": platform.platform(),
         "cpu": cpu_model(),
+        "cpu_class": cpu_class(),
+        "cpu_features": cpu_features(),
+        "isa_limits": isa_limits(),
         "cpu_count": os.cpu_count(),
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
