@@ -83,3 +83,57 @@ def test_onnx_backend_without_export_is_a_clear_error(tiny_run, tmp_path, capsys
     Image.fromarray(np.zeros((28, 28), np.uint8)).save(tmp_path / "a.png")
     assert cli.main(["predict", str(tiny_run[0]), str(tmp_path / "a.png"), "--backend", "onnx"]) == 2
     assert "deepautodnn export" in capsys.readouterr().err
+
+
+def test_without_the_reconstruction_every_other_output_is_the_same(tiny_run, tmp_path, test_images):
+    from deepautodnn.inference.backends import make_backend
+    from deepautodnn.inference.export import export_onnx
+
+    images = test_images[0][:64]
+    model_dir = tmp_path / "model"
+    shutil.copytree(tiny_run[0], model_dir)
+    export_onnx(model_dir)
+    for name in ("torch", "onnx"):
+        backend = make_backend(model_dir, name)
+        full, lean = backend.run(images), backend.run(images, reconstruction=False)
+        assert full.recon.shape == images.shape and lean.recon is None, name
+        for field in ("proba", "logits", "features"):
+            np.testing.assert_allclose(getattr(lean, field), getattr(full, field), rtol=1e-5, atol=1e-6, err_msg=name)
+
+
+def _cpu(cpu_class: str, **flags) -> dict:
+    from deepautodnn.utils.runtime import SPEED_FLAGS
+
+    return {"cpu_class": cpu_class, "cpu_features": {f: flags.get(f, False) for f in SPEED_FLAGS}}
+
+
+def test_auto_rechecks_a_choice_made_on_another_cpu(tiny_run, tmp_path, test_images, monkeypatch):
+    """backend.json from an AVX-512 VNNI machine chose int8; on an AVX2 CPU without VNNI, "auto"
+    leaves int8 out, times the rest and says so in one line. On the same CPU it takes the record."""
+    from deepautodnn.inference import backends
+    from deepautodnn.inference.export import export_onnx, quantize_int8
+
+    model_dir = tmp_path / "model"
+    shutil.copytree(tiny_run[0], model_dir)
+    quantize_int8(export_onnx(model_dir), model_dir / "model.int8.onnx", test_images[0][:64])
+    avx512 = _cpu("avx512-bf16", avx2=True, fma=True, avx512f=True, avx512_bf16=True, avx512_vnni=True)
+    held = {"available": True, "holds_accuracy": True}
+    record = {"chosen": "onnx-int8", "backends": dict.fromkeys(("torch", "onnx", "onnx-int8"), held), "machine": avx512}
+    (model_dir / "backend.json").write_text(json.dumps(record))
+    lines = []
+
+    monkeypatch.setattr(backends, "_cpu_now", lambda: avx512)
+    assert backends.make_backend(model_dir, echo=lines.append).name == "onnx-int8"
+    assert "chosen by `export` on this CPU class (avx512-bf16)" in lines[-1]
+
+    monkeypatch.setattr(backends, "_cpu_now", lambda: _cpu("avx2", avx2=True, fma=True))
+    chosen = backends.make_backend(model_dir, echo=lines.append)
+    assert chosen.name in ("torch", "onnx")
+    line = lines[-1]
+    assert line.startswith(f"backend auto: {chosen.name} (") and "re-checked on this avx2 CPU" in line
+    assert "onnx-int8: no VNNI" in line and "torch " in line and "onnx " in line
+
+    del record["machine"]  # a record from before CPU features were kept is re-checked too
+    (model_dir / "backend.json").write_text(json.dumps(record))
+    backends.make_backend(model_dir, echo=lines.append)
+    assert "a CPU it did not describe" in lines[-1]

@@ -24,20 +24,29 @@ class GraphOutputs(NamedTuple):
     features: np.ndarray | None = None  # (N, D)
 
 
+# Each graph output's field in GraphOutputs.
+OUTPUT_FIELDS = {"probabilities": "proba", "reconstruction": "recon", "logits": "logits", "features": "features"}
+
+
 class InferenceGraph(torch.nn.Module):
     """What is exported and served: float images (B, 1, H, W) -> (probabilities (B, K),
-    reconstructions (B, 1, H, W), logits (B, K), penultimate features (B, D))."""
+    reconstructions (B, 1, H, W), logits (B, K), penultimate features (B, D)).
+
+    The reconstruction runs a whole autoencoder, as much work again as the classifier, and only the
+    web page's picture and older unknown detectors read it: `reconstruction=False` skips it (None)."""
 
     def __init__(self, model, reference_autoencoder=None):
         super().__init__()
         self.model = model
         self.reference = reference_autoencoder
 
-    def forward(self, x: torch.Tensor):
+    def forward(self, x: torch.Tensor, reconstruction: bool = True):
         z = self.model.forward_features(x)  # (B, C, H', W')
         logits, features = self.model.forward_head(z)  # (B, K), (B, D)
         proba = torch.softmax(logits, 1)
-        recon = self.reference(x) if self.reference is not None else self.model.decode(z)  # (B, 1, H, W)
+        recon = None
+        if reconstruction:
+            recon = self.reference(x) if self.reference is not None else self.model.decode(z)  # (B, 1, H, W)
         return proba, recon, logits, features
 
 

@@ -142,7 +142,8 @@ def model_signals(out, images_u8: np.ndarray, stats: FeatureStats) -> dict[str, 
         "energy": -(top + np.log(np.exp(logits - top[:, None]).sum(1))),  # -logsumexp, computed stably
         "mahalanobis": stats.mahalanobis(out.features),
         "knn": stats.knn(out.features),
-        "reconstruction": _reconstruction_error(images_u8, out.recon),
+        # Reported, not fused (FUSED_SIGNALS): a graph run without its reconstruction leaves it out.
+        **({} if out.recon is None else {"reconstruction": _reconstruction_error(images_u8, out.recon)}),
     }
 
 
@@ -212,6 +213,11 @@ class UnknownDetector:
     stats: FeatureStats = field(repr=False)
     reference_autoencoder_epochs: int = 0
     autoencoder: torch.nn.Module | None = field(default=None, repr=False, compare=False)  # not saved here
+
+    @property
+    def needs_reconstruction(self) -> bool:
+        """Whether scoring reads the reconstruction (only if a saved detector fuses it)."""
+        return "reconstruction" in self.fused_signals
 
     def calibration_for(self, backend: str) -> tuple[str, BackendCalibration]:
         """The backend's own calibration; torch float32's for a backend never calibrated."""
@@ -301,6 +307,7 @@ class TwoSignalDetector:
     validation_false_alarm_rate: float
     n_calibration: int
     autoencoder: torch.nn.Module | None = field(default=None, repr=False, compare=False)
+    needs_reconstruction = True  # half of its score is the reconstruction error
 
     @classmethod
     def from_dict(cls, path: Path, data: dict) -> TwoSignalDetector:

@@ -44,13 +44,20 @@ def prediction_record(name: str, proba: np.ndarray, class_names, top_k: int, unk
 
 
 def run_with_detection(
-    backend, detector, images_u8: np.ndarray, evidence: list[dict] | None = None, batch_size: int = 1024
+    backend,
+    detector,
+    images_u8: np.ndarray,
+    evidence: list[dict] | None = None,
+    batch_size: int = 1024,
+    reconstruction: bool = False,
 ):
     """One pass of `backend` over model inputs (N, H, W) uint8 -> (GraphOutputs, unknown scores (N,)
-    or None without a detector). `evidence` is preprocessing's, one dict per image."""
+    or None without a detector). `evidence` is preprocessing's, one dict per image. The
+    reconstruction is computed when asked for or when the detector reads it, else skipped."""
     from deepautodnn.inference.backends import run_batched
 
-    out = run_batched(backend, images_u8, batch_size)
+    reconstruction = reconstruction or bool(detector is not None and detector.needs_reconstruction)
+    out = run_batched(backend, images_u8, batch_size, reconstruction=reconstruction)
     if detector is None:
         return out, None
     return out, detector.scores(out, images_u8, evidence, backend.name)

@@ -50,8 +50,11 @@ def _percentile(sorted_values: list[float], q: float) -> float:
     return sorted_values[int(q * (len(sorted_values) - 1))]
 
 
-def backend_speed(backend, images_u8, batches=(1, 64, 1024), seconds_per_batch: float = 2.0) -> dict:
-    """Latency percentiles (ms per call) and images/s of `backend.run` at each batch size.
+def backend_speed(
+    backend, images_u8, batches=(1, 64, 1024), seconds_per_batch: float = 2.0, reconstruction: bool = False
+) -> dict:
+    """Latency percentiles (ms per call) and images/s of `backend.run` at each batch size, by default
+    without the reconstruction, as `predict` and `serve` run it (see `InferenceGraph`).
 
     Each batch size runs for about `seconds_per_batch` after a warm-up, so small batches get many
     samples and large ones a few.
@@ -60,11 +63,11 @@ def backend_speed(backend, images_u8, batches=(1, 64, 1024), seconds_per_batch: 
     for batch in batches:
         xb = images_u8[:batch]
         for _ in range(3):  # warm-up: allocator, oneDNN and ONNX Runtime kernel caches
-            backend.run(xb)
+            backend.run(xb, reconstruction=reconstruction)
         times, budget_end = [], time.perf_counter() + seconds_per_batch
         while len(times) < 5 or (time.perf_counter() < budget_end and len(times) < 5000):
             start = time.perf_counter()
-            backend.run(xb)
+            backend.run(xb, reconstruction=reconstruction)
             times.append(time.perf_counter() - start)
         times.sort()
         median = statistics.median(times)
@@ -78,14 +81,14 @@ def backend_speed(backend, images_u8, batches=(1, 64, 1024), seconds_per_batch: 
     return out
 
 
-def flops_per_image(graph: torch.nn.Module, image_size: int = 28) -> int:
+def flops_per_image(graph: torch.nn.Module, image_size: int = 28, **forward_kwargs) -> int:
     """Floating-point operations of one forward pass per image (convolutions and matrix products,
     2 per multiply-add, as torch's FlopCounterMode counts them; element-wise ops are left out)."""
     from torch.utils.flop_counter import FlopCounterMode
 
     counter = FlopCounterMode(display=False)
     with torch.inference_mode(), counter:
-        graph.eval()(torch.zeros(1, 1, image_size, image_size))
+        graph.eval()(torch.zeros(1, 1, image_size, image_size), **forward_kwargs)
     return int(counter.get_total_flops())
 
 
@@ -110,6 +113,32 @@ def _gemm_rate(matmul, a, b, seconds: float) -> float:
         matmul(a, b)
         runs += 1
     return 2 * a.shape[0] ** 3 * runs / (time.perf_counter() - start)
+
+
+def conv_peak_flops(seconds: float = 3.0, batch: int = 128, channels: int = 64, side: int = 28) -> dict:
+    """The float32 rate of a large 3x3 convolution (forward, oneDNN, channels_last and contiguous,
+    the better of the two): the ceiling that the training stages' convolutions read against."""
+    conv = torch.nn.Conv2d(channels, channels, 3, padding=1, bias=False).eval()
+    x = torch.randn(batch, channels, side, side)
+    flops = 2 * batch * channels * channels * 9 * side * side
+    by_layout = {}
+    for layout in (torch.contiguous_format, torch.channels_last):
+        layer, xb = conv.to(memory_format=layout), x.contiguous(memory_format=layout)
+        with torch.inference_mode():
+            for _ in range(2):
+                layer(xb)
+            runs, start = 0, time.perf_counter()
+            while runs < 3 or time.perf_counter() - start < seconds / 2:
+                layer(xb)
+                runs += 1
+        by_layout["channels_last" if layout is torch.channels_last else "contiguous"] = (
+            flops * runs / (time.perf_counter() - start)
+        )
+    return {
+        "conv_flops": max(by_layout.values()),
+        "conv_flops_by_layout": by_layout,
+        "conv_shape": [batch, channels, side, side],
+    }
 
 
 def cpu_peak_flops(size: int = 2048, seconds: float = 3.0) -> dict:

@@ -32,7 +32,7 @@ class Predictor:
         cfg = load_config(model_dir)
         self.class_names = list(cfg.model.class_names)
         self.size = cfg.model.image_size
-        self.backend = make_backend(model_dir, backend)
+        self.backend = make_backend(model_dir, backend, echo=logging.getLogger("uvicorn.error").info)
         self.detector = UnknownDetector.load(model_dir)
         calibrated_for = self.detector.calibration_for(self.backend.name)[0] if self.detector else None
         if calibrated_for not in (None, self.backend.name):
@@ -44,7 +44,7 @@ class Predictor:
             )
         if isinstance(self.detector, UnknownDetector):  # fail at load, not on every request
             probe = np.zeros((1, self.size, self.size), np.uint8)
-            self.detector.scores(self.backend.run(probe), probe, backend=self.backend.name)
+            self.detector.scores(self.backend.run(probe, reconstruction=False), probe, backend=self.backend.name)
         metrics = read_json(model_dir / METRICS_FILE) if (model_dir / METRICS_FILE).exists() else {}
         self.info = {
             "classes": self.class_names,
@@ -70,7 +70,7 @@ class Predictor:
     def predict(
         self, images: np.ndarray, names: list[str], top_k: int, details: bool, evidence: list[dict] | None = None
     ) -> list[dict]:
-        outputs, scores = run_with_detection(self.backend, self.detector, images, evidence)
+        outputs, scores = run_with_detection(self.backend, self.detector, images, evidence, reconstruction=details)
         recon = outputs.recon
         out = []
         for i, (name, p) in enumerate(zip(names, outputs.proba)):
