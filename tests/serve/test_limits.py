@@ -125,3 +125,50 @@ def test_a_refusal_after_the_answer_started_is_not_a_second_answer():
 
     with pytest.raises(Exception, match="over the limit"):
         call(streaming_app, [b"x" * 60, b"x" * 60])
+
+
+@pytest.mark.parametrize("parser", ["httptools", "h11"])
+def test_header_deadline_holds_with_either_http_parser(parser):
+    """A real uvicorn with `slow_client_protocol`: a client trickling its headers is cut off after
+    the deadline; one that sends them in time is answered, and its kept-alive connection gets the
+    deadline again for the next request."""
+    import socket
+    import threading
+    import time
+
+    import uvicorn
+
+    from deepautodnn.serve.limits import slow_client_protocol
+
+    pytest.importorskip(parser)
+    deadline = 0.5
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    config = uvicorn.Config(
+        reading_app, host="127.0.0.1", port=port, http=slow_client_protocol(deadline, parser), log_level="error"
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        while not server.started:
+            time.sleep(0.01)
+        request = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nab"
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as c:
+            c.sendall(request)
+            assert b'{"bytes":2}' in c.recv(4096)
+            start = time.monotonic()
+            c.sendall(b"POST / HTTP/1.1\r\nHost: x\r\n")  # then nothing more: a slow client
+            assert c.recv(4096) == b""  # closed by the server
+            assert deadline * 0.8 <= time.monotonic() - start < deadline + 3
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+def test_an_unknown_http_parser_is_refused():
+    from deepautodnn.serve.limits import slow_client_protocol
+
+    with pytest.raises(ValueError, match="unknown HTTP parser"):
+        slow_client_protocol(1.0, "picohttp")

@@ -9,7 +9,7 @@ import sys
 from deepautodnn.errors import DeepAutoDNNError
 
 # extra -> the modules it brings (import names), as listed in pyproject.toml
-EXTRAS = {
+EXTRAS = {  # what each extra needs; [serve] also brings httptools, uvloop and orjson, used where present
     "serve": ("fastapi", "uvicorn", "multipart"),
     "onnx": ("onnx", "onnxruntime", "onnxscript"),
     "report": ("matplotlib", "skimage"),
