@@ -3,7 +3,9 @@ test accuracy and peak RSS per seed, plus mean and std. Prints JSON (and writes 
 
     python benchmarks/fast_preset.py --seeds 0 1 2 --runs runs/bench-fast --out results/fast_preset_cpu.json
 
-`--fp32` trains in float32 without channels_last, to check that bf16 costs no accuracy.
+It trains what `deepautodnn train --preset fast` trains on this CPU: `fast-fp32` where there is no
+bf16 (the preset each seed trained is in the JSON). `--fp32` instead trains the named preset itself
+in float32 without channels_last, to check that bf16 costs no accuracy.
 """
 
 from __future__ import annotations
@@ -26,15 +28,20 @@ def one_seed(seed: int, run_dir: str, preset: str, fp32: bool) -> dict:
     import torch
 
     from deepautodnn import get_preset, train_run
+    from deepautodnn.config import resolve_preset
+    from deepautodnn.utils.runtime import bf16_supported
 
-    cfg = get_preset(preset)
-    if fp32:
+    if fp32:  # the named preset itself, in float32 without channels_last
+        cfg = get_preset(preset)
         cfg.train.bf16 = cfg.train.channels_last = False
+    else:  # what `deepautodnn train --preset PRESET` trains on this CPU (`fast-fp32` without bf16)
+        cfg = resolve_preset(preset, bf16=bf16_supported(torch.device("cpu")))
     start = time.perf_counter()
     metrics = train_run(cfg, run_dir, seed=seed)
     wall = time.perf_counter() - start
     return {
         "seed": seed,
+        "preset_trained": cfg.preset,
         "test_accuracy": metrics["accuracy"],
         "wall_seconds": round(wall, 1),  # data loading + all stages + test evaluation + report
         "train_seconds": round(metrics["train_seconds"], 1),
@@ -83,8 +90,12 @@ def main() -> None:
     result = {
         "benchmark": "fast_preset",
         "preset": args.preset,
+        "preset_trained": per_seed[0]["preset_trained"],
         "precision": "float32" if args.fp32 else "preset (bf16 autocast + channels_last where supported)",
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "commit": subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+        ).stdout.strip(),
         "machine": machine_info(),
         "seeds": args.seeds,
         "test_accuracy_mean": statistics.mean(accs),

@@ -46,3 +46,17 @@ def test_bad_config_is_rejected():
         ModelConfig(image_size=28, encoder_channels=(8, 8, 8), encoder_pool=(True, True, True))
     with pytest.raises(ValueError, match="unknown preset"):
         get_preset("best-ever")
+
+
+def test_fast_resolves_to_its_float32_variant_without_bf16():
+    from deepautodnn.config import FLOAT32_VARIANTS, resolve_preset
+
+    assert resolve_preset("fast", bf16=True).preset == "fast"
+    lean = resolve_preset("fast", bf16=False)
+    assert lean.preset == "fast-fp32" and not lean.train.bf16
+    assert lean.to_dict() == get_preset("fast-fp32").to_dict()
+    # Still the hybrid: autoencoder pretraining, a DNN on the code, end-to-end fine-tuning.
+    assert lean.train.ae_epochs > 0 and lean.train.dnn_epochs > 0 and lean.train.finetune_epochs > 0
+    for name in ("paper", "best", "fast-fp32"):  # presets without a variant are what they say
+        assert name not in FLOAT32_VARIANTS
+        assert resolve_preset(name, bf16=False).preset == resolve_preset(name, bf16=True).preset == name

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 # Only light modules at the top: `deepautodnn --help` must answer without importing torch.
-from deepautodnn.config import ABLATION_VARIANTS, PRESETS, get_preset
+from deepautodnn.config import ABLATION_VARIANTS, PRESETS, Config, resolve_preset
 from deepautodnn.inference.names import BACKENDS, INT8_ONNX_FILE
 from deepautodnn.version import __version__
 
@@ -85,6 +85,12 @@ def get_args_parser() -> argparse.ArgumentParser:
         default=15,
         help="seconds a client may take to send a request's headers, and again its body; slower "
         "ones are cut off (default: 15)",
+    )
+    s.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="server processes sharing the port, each with its own copy of the model (default: 1)",
     )
 
     x = sub.add_parser("export", help="export a model directory to ONNX, checked against PyTorch")
@@ -177,10 +183,21 @@ def _stderr(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
+def resolved_preset(name: str, device: str) -> Config:
+    """The preset `name` as `device` trains it (see `config.resolve_preset`), saying so when it differs."""
+    from deepautodnn.utils.runtime import bf16_supported, select_device
+
+    dev = select_device(device)
+    cfg = resolve_preset(name, bf16=bf16_supported(dev))
+    if cfg.preset != name:
+        _stderr(f"preset {name}: this {dev.type.upper()} has no bf16, so it trains {cfg.preset}, its float32 recipe")
+    return cfg
+
+
 def cmd_train(args) -> int:
     from deepautodnn.training.run import train_run
 
-    cfg = get_preset(args.preset)
+    cfg = resolved_preset(args.preset, args.device)
     for name in ("ae_epochs", "dnn_epochs", "finetune_epochs"):
         value = getattr(args, name)
         if value is not None:
@@ -242,7 +259,7 @@ def cmd_predict(args) -> int:
     from deepautodnn.inference.backends import make_backend
 
     model = load_model(args.model_dir)
-    backend = make_backend(args.model_dir, args.backend)
+    backend = make_backend(args.model_dir, args.backend, echo=_stderr)
     detector = UnknownDetector.load(args.model_dir)
     if detector is None:
         print(
@@ -283,7 +300,12 @@ def cmd_predict(args) -> int:
 def cmd_serve(args) -> int:
     import os
 
-    from deepautodnn.serve.app import create_app, is_loopback, slow_client_protocol  # says so if [serve] is missing
+    from deepautodnn.serve.app import (  # says so if [serve] is missing
+        SETTINGS_VARIABLE,
+        create_app,
+        is_loopback,
+        slow_client_protocol,
+    )
 
     token = args.token or os.environ.get("DEEPAUTODNN_TOKEN") or None
     if not is_loopback(args.host) and not token:
@@ -298,16 +320,32 @@ def cmd_serve(args) -> int:
     from deepautodnn.inference.backends import make_backend
 
     make_backend(args.model_dir, args.backend)  # likewise for a missing or broken ONNX file
-    app = create_app(
-        args.model_dir,
-        backend=args.backend,
-        token=token,
-        max_body_bytes=int(args.max_body_mb * 2**20),
-        client_timeout_s=args.client_timeout,
-    )
+    if args.workers < 1:
+        raise ValueError("--workers must be >= 1")
+    settings = {
+        "model_dir": str(args.model_dir),
+        "backend": args.backend,
+        "token": token,
+        "max_body_bytes": int(args.max_body_mb * 2**20),
+        "client_timeout_s": args.client_timeout,
+    }
     import uvicorn
 
-    uvicorn.run(app, host=args.host, port=args.port, log_level="info", http=slow_client_protocol(args.client_timeout))
+    http = slow_client_protocol(args.client_timeout)
+    if args.workers == 1:
+        uvicorn.run(create_app(**settings), host=args.host, port=args.port, log_level="info", http=http)
+        return 0
+    # Several processes need the app by its import path; each builds it from the settings it inherits.
+    os.environ[SETTINGS_VARIABLE] = json.dumps(settings)
+    uvicorn.run(
+        "deepautodnn.serve.app:app_from_environment",
+        factory=True,
+        workers=args.workers,
+        host=args.host,
+        port=args.port,
+        log_level="info",
+        http=http,
+    )
     return 0
 
 
@@ -452,7 +490,7 @@ def cmd_ablate(args) -> int:
         raise ValueError("--train-limit must be at least 200 images")
     deadline = args.deadline_minutes * 60 if args.deadline_minutes else None
     state = run_ablation(
-        get_preset(args.preset),
+        resolved_preset(args.preset, args.device),
         args.out,
         seeds=seeds,
         variants=variants,

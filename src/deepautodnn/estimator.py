@@ -31,8 +31,9 @@ class DeepAutoDNNClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
 
     Parameters
     ----------
-    preset : "fast" or "paper"
-        Architecture and schedule (see the README's presets table).
+    preset : "fast", "fast-fp32", "paper" or "best"
+        Architecture and schedule (see the README's presets table); "fast" trains "fast-fp32" on a
+        device without bf16.
     ae_epochs, dnn_epochs, finetune_epochs : int or None
         Override the preset's epochs per stage (0 skips a stage).
     validation_fraction : float
@@ -85,11 +86,11 @@ class DeepAutoDNNClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
     # --- scikit-learn API ---------------------------------------------------------------------
 
     def fit(self, X, y):
-        from deepautodnn.config import get_preset
+        from deepautodnn.config import resolve_preset
         from deepautodnn.data.fashion_mnist import train_val_split
         from deepautodnn.data.transforms import TrainingData
         from deepautodnn.training.stages import stage_plan, train_autoencoder, train_classifier
-        from deepautodnn.utils.runtime import select_device
+        from deepautodnn.utils.runtime import bf16_supported, select_device
 
         if y is None:
             raise ValueError(f"{type(self).__name__} requires y to be passed, but the target y is None")
@@ -100,11 +101,12 @@ class DeepAutoDNNClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
             raise ValueError(f"DeepAutoDNNClassifier needs at least 2 classes; got 1 class ({self.classes_[0]!r})")
         integer = np.issubdtype(X.dtype, np.integer) or X.dtype == bool
         self.input_min_, self.input_max_ = (0.0, 255.0) if integer else (float(X.min()), float(X.max()))
-        cfg = get_preset(self.preset)
+        dev = select_device(self.device)
+        cfg = resolve_preset(self.preset, bf16=bf16_supported(dev))  # `fast` is `fast-fp32` without bf16
         for name in ("ae_epochs", "dnn_epochs", "finetune_epochs"):
             if getattr(self, name) is not None:
                 setattr(cfg.train, name, int(getattr(self, name)))
-        self.image_side_ = _side_for(X.shape[1], 2 ** sum(cfg.model.encoder_pool))
+        self.image_side_ = _side_for(X.shape[1], cfg.model.downsampling)
         cfg.model.image_size = self.image_side_
         if X.shape[1] != self.image_side_**2:
             cfg.train.augment = False  # padded rows are not pictures: shifts and flips would scramble them
@@ -122,7 +124,6 @@ class DeepAutoDNNClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         t.ae_batch_size, t.dnn_batch_size, t.finetune_batch_size = (
             min(b, small) for b in (t.ae_batch_size, t.dnn_batch_size, t.finetune_batch_size)
         )
-        dev = select_device(self.device)
         labels = torch.from_numpy(y_idx.astype(np.int64))
         data = TrainingData(
             images[train_idx].to(dev), labels[train_idx].to(dev), images[val_idx].to(dev), labels[val_idx].to(dev)
