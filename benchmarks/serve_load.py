@@ -7,6 +7,12 @@ against the label the same backend gives its own image in-process. Reports throu
 percentiles, errors, mismatches and the server's peak RSS.
 
     python benchmarks/serve_load.py MODEL_DIR [--clients 32] [--requests 5000] [--backend auto]
+
+`--ab` drives the same server with ApacheBench instead (`ab -c CLIENTS -n REQUESTS`, a new connection
+per request, one test image as the body), as a user measuring the service would; its command line is
+recorded with the results. ab cannot parse JSON, so the answers are checked in two ways: ab counts a
+reply of another length than the first as failed (the same image must get the same bytes back), and
+one reply is compared with the label the same backend gives that image in-process.
 """
 
 from __future__ import annotations
@@ -16,9 +22,14 @@ import asyncio
 import io
 import json
 import os
+import re
+import shutil
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
+import urllib.request
 
 import numpy as np
 from _emit import emit_json
@@ -56,6 +67,44 @@ def peak_rss_mib(pid: int) -> float:
     return float("nan")
 
 
+def run_ab(port: int, png: bytes, expected: int, clients: int, requests: int, warmup: int) -> dict:
+    """ApacheBench against the running server: ab's own figures, and one reply checked by label."""
+    from deepautodnn.experiments.http_load import BOUNDARY
+
+    if shutil.which("ab") is None:
+        raise SystemExit("--ab needs ApacheBench: apt-get install apache2-utils")
+    body = multipart_body([png])
+    url = f"http://127.0.0.1:{port}/v1/predict?top_k=1"
+    content_type = f"multipart/form-data; boundary={BOUNDARY}"
+    with tempfile.NamedTemporaryFile(suffix=".body") as f:
+        f.write(body)
+        f.flush()
+
+        def ab(n: int) -> str:
+            command = ["ab", "-q", "-c", str(clients), "-n", str(n), "-p", f.name, "-T", content_type, url]
+            return subprocess.run(command, capture_output=True, text=True, check=True).stdout
+
+        ab(warmup)  # allocator, oneDNN kernels, first-call paths; not timed
+        report = ab(requests)
+    request = urllib.request.Request(url, data=body, headers={"Content-Type": content_type})
+    answer = json.loads(urllib.request.urlopen(request, timeout=10).read())["predictions"][0]["label_index"]
+
+    def number(label: str) -> float:
+        match = re.search(rf"^{re.escape(label)}\s+([\d.]+)", report, re.M)
+        return float(match.group(1)) if match else 0.0
+
+    return {
+        "ab_command": f"ab -c {clients} -n {requests} -p BODY -T '{content_type}' {url}",
+        "requests": int(number("Complete requests:")),
+        "requests_per_second": number("Requests per second:"),
+        "latency_ms": {f"p{q}": number(f"{q}%") for q in (50, 95, 99)} | {"max": number("100%")},
+        "failed_requests": int(number("Failed requests:")),
+        "non_2xx_responses": int(number("Non-2xx responses:")),
+        "checked_reply_matches_in_process": answer == expected,
+        "ab_report": report,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("model_dir")
@@ -64,6 +113,8 @@ def main() -> None:
     parser.add_argument("--backend", default="auto", choices=["auto", "torch", "torch-bf16", "onnx", "onnx-int8"])
     parser.add_argument("--images", type=int, default=256, help="distinct test images cycled through (default: 256)")
     parser.add_argument("--warmup", type=int, default=500, help="untimed requests first (default: 500)")
+    parser.add_argument("--ab", action="store_true", help="load with ApacheBench, a new connection per request")
+    parser.add_argument("--workers", type=int, default=1, help="`serve --workers` (default: 1)")
     args = parser.parse_args()
 
     images, _ = load_fashion_mnist("test")
@@ -78,7 +129,31 @@ def main() -> None:
     reference = make_backend(args.model_dir, args.backend)
     expected = reference.run(inputs)[0].argmax(1).tolist()
 
-    with running_server(args.model_dir, "--backend", args.backend) as (server, port):
+    serve_args = ["--backend", args.backend, "--workers", str(args.workers)]
+    if args.ab:
+        with running_server(args.model_dir, *serve_args) as (server, port):
+            result = run_ab(port, pngs[0], expected[0], args.clients, args.requests, args.warmup)
+            rss = peak_rss_mib(server.pid)
+        emit_json(
+            {
+                "benchmark": "serve_load",
+                "command": "python " + " ".join(sys.argv),
+                "load": "ApacheBench, a new connection per request",
+                "backend": args.backend,
+                "backend_used": reference.name,
+                "workers": args.workers,
+                "clients": args.clients,
+                **result,
+                "errors": result["failed_requests"] + result["non_2xx_responses"],
+                "server_peak_rss_mib": round(rss, 1),
+                "targets": {"requests_per_second": 500, "p99_ms": 150, "errors": 0},
+                "machine": machine_info(),
+                "client_and_server_share_the_cpu": os.cpu_count(),
+            }
+        )
+        return
+
+    with running_server(args.model_dir, *serve_args) as (server, port):
         requests = [http_request("/v1/predict?top_k=1", multipart_body([p])) for p in pngs]
 
         async def run(total: int) -> list:
@@ -99,6 +174,7 @@ def main() -> None:
             "command": "python " + " ".join(sys.argv),
             "backend": args.backend,
             "backend_used": reference.name,
+            "workers": args.workers,
             "clients": args.clients,
             "requests": len(results),
             "warmup_requests": len(warmup),

@@ -9,6 +9,7 @@ import signal
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 import warnings
 from pathlib import Path
@@ -150,3 +151,36 @@ def test_a_serving_process_does_not_load_the_trainer(tiny_run, test_images, tmp_
     assert {"deepautodnn.serve.app", "deepautodnn.inference.backends", "torch"} <= set(modules)  # it served
     trainer = [m for m in modules if any(m == t or m.startswith(t + ".") for t in TRAINER)]
     assert trainer == [], f"a serving process loaded {trainer}"
+
+
+def test_serve_with_two_workers_answers_correctly(tiny_run, test_images):
+    """`serve --workers 2`: two processes share the port, each with its own model, and answer."""
+    images = test_images[0][:4]
+    expected = predict_proba(load_model(tiny_run[0]), images).argmax(1).tolist()
+    with running_server(tiny_run[0], "--workers", "2", ready_timeout=120) as (server, port):
+        children = Path(f"/proc/{server.pid}/task/{server.pid}/children")
+        if children.exists():  # Linux: the two workers (and multiprocessing's helper) are its children
+            assert len(children.read_text().split()) >= 2
+        labels = []
+        for image in images:
+            request = urllib.request.Request(
+                f"http://127.0.0.1:{port}/v1/predict?top_k=1",
+                data=multipart_body([png(image)]),
+                headers={"Content-Type": f"multipart/form-data; boundary={BOUNDARY}"},
+            )
+            deadline = time.monotonic() + 120
+            while True:  # running_server saw one worker ready; the other may still be loading (503)
+                try:
+                    with urllib.request.urlopen(request, timeout=60) as r:
+                        labels.append(json.load(r)["predictions"][0]["label_index"])
+                    break
+                except urllib.error.HTTPError as err:
+                    if err.code != 503 or time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.2)
+    assert labels == expected
+
+
+def test_serve_refuses_zero_workers(tiny_run, capsys):
+    assert cli.main(["serve", str(tiny_run[0]), "--workers", "0"]) == 2
+    assert "--workers" in capsys.readouterr().err

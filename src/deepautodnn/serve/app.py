@@ -290,7 +290,9 @@ def app_from_environment() -> FastAPI:
     import json
     import os
 
-    return create_app(**json.loads(os.environ[SETTINGS_VARIABLE]))
+    settings = json.loads(os.environ[SETTINGS_VARIABLE])
+    slow_client_protocol(settings["client_timeout_s"])  # this process's header deadline
+    return create_app(**settings)
 
 
 def is_loopback(host: str) -> bool:

@@ -109,43 +109,57 @@ def slow_client_protocol(timeout_s: float = DEFAULT_CLIENT_TIMEOUT_S, parser: st
     (uvicorn alone times out idle kept-alive connections, but not one trickling a header.)
 
     `parser` is "httptools" (C, several times faster per request; in the [serve] extra), "h11"
-    (pure Python), or "auto": httptools where it is installed."""
+    (pure Python), or "auto": httptools where it is installed. The class is this module's own, so
+    that `serve --workers` can hand it to its worker processes; the deadline is one per process."""
     if parser == "auto":
         import importlib.util
 
         parser = "httptools" if importlib.util.find_spec("httptools") else "h11"
-    if parser == "httptools":
+    if parser not in _PROTOCOLS:
+        raise ValueError(f"unknown HTTP parser {parser!r}; use auto, httptools or h11")
+    protocol = __getattr__(_PROTOCOLS[parser])
+    protocol.deadline_s = timeout_s
+    return protocol
+
+
+_PROTOCOLS = {"httptools": "HeaderDeadlineHttpTools", "h11": "HeaderDeadlineH11"}
+
+
+def __getattr__(name: str):
+    """The protocol classes, made when first named (each imports its parser): a worker process
+    finds them here by name when it unpickles uvicorn's config."""
+    if name == "HeaderDeadlineHttpTools":
         from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
         class HeaderDeadlineHttpTools(_HeaderDeadline, HttpToolsProtocol):
-            deadline_s = timeout_s
-
             def on_headers_complete(self) -> None:
                 self._disarm()  # the headers are in: the body has its own deadline (BodyLimit)
                 super().on_headers_complete()
 
-        return HeaderDeadlineHttpTools
-    if parser != "h11":
-        raise ValueError(f"unknown HTTP parser {parser!r}; use auto, httptools or h11")
-    import h11
-    from uvicorn.protocols.http.h11_impl import H11Protocol
+        protocol = HeaderDeadlineHttpTools
+    elif name == "HeaderDeadlineH11":
+        import h11
+        from uvicorn.protocols.http.h11_impl import H11Protocol
 
-    class HeaderDeadlineH11(_HeaderDeadline, H11Protocol):
-        deadline_s = timeout_s
+        class HeaderDeadlineH11(_HeaderDeadline, H11Protocol):
+            def data_received(self, data: bytes) -> None:
+                super().data_received(data)
+                if self.conn.their_state is not h11.IDLE:  # the headers are in: the body has its own deadline
+                    self._disarm()
 
-        def data_received(self, data: bytes) -> None:
-            super().data_received(data)
-            if self.conn.their_state is not h11.IDLE:  # the headers are in: the body has its own deadline
-                self._disarm()
-
-    return HeaderDeadlineH11
+        protocol = HeaderDeadlineH11
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    protocol.__qualname__ = name
+    globals()[name] = protocol
+    return protocol
 
 
 class _HeaderDeadline:
     """The header deadline, over either of uvicorn's HTTP protocols (whose subclass says when the
     headers are in and calls `_disarm`)."""
 
-    deadline_s: float
+    deadline_s: float = DEFAULT_CLIENT_TIMEOUT_S
     _header_timer = None
 
     def _arm(self) -> None:
