@@ -47,11 +47,103 @@ def cli_startup_markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def cpu_class_of(result: dict) -> str:
+    """The CPU class a results file was measured on; files from before it was recorded had only
+    the bf16 flag and torch's capability."""
+    machine = result["machine"]
+    if "cpu_class" in machine:
+        return machine["cpu_class"]
+    capability = machine["cpu_capability"].lower()
+    return "avx512-bf16" if machine["cpu_bf16"] else ("avx512" if capability.startswith("avx512") else capability)
+
+
+def _fast_preset_cell(r: dict) -> str:
+    trained = r.get("preset_trained", r["preset"])
+    return (
+        f"`{trained}`: **{r['test_accuracy_mean'] * 100:.2f}% ± {r['test_accuracy_std'] * 100:.2f}** test "
+        f"({len(r['seeds'])} seeds), **{r['wall_seconds_mean'] / 60:.1f} min** wall per run"
+    )
+
+
+def _bench_train_cell(r: dict) -> str:
+    ae = r["training"]["stages"]["ae"]
+    cells = [
+        f"float32 **{ae['ours_fp32_images_per_s']:.0f} img/s**, channels_last "
+        f"{ae['ours_fp32_channels_last_images_per_s']:.0f} (naive loop {ae['naive_images_per_s']:.0f})"
+    ]
+    if "ours_bf16_images_per_s" in ae:
+        cells.append(f"bf16 {ae['ours_bf16_images_per_s']:.0f}")
+    peak = r["training"]["cpu_peak"]
+    cells.append(
+        f"float32 limits: GEMM {peak['gemm_flops'] / 1e9:.0f}, 3x3 convolution {peak['conv_flops'] / 1e9:.0f} "
+        f"GFLOP/s; ours float32 at {ae['ours_fp32_of_conv_peak'] * 100:.0f}% of the latter"
+    )
+    return "; ".join(cells)
+
+
+def _bench_infer_cell(r: dict) -> str:
+    fast = r["inference"]["architectures"]["fast"]
+    auto = fast.get("auto", {}).get("backend")
+    rows = fast["graphs"]["predict"]["backends"]
+    if auto not in rows:
+        return "-"
+    return f"**{rows[auto]['speed']['1']['p50_ms']:.2f} ms** (`{auto}`)"
+
+
+def _export_cell(r: dict) -> str:
+    chosen = r["chosen"]
+    return f"{r['backends'][chosen]['batch1_p50_ms']:.2f} ms (`{chosen}`)"
+
+
+def _serve_cell(r: dict) -> str:
+    return (
+        f"**{r['requests_per_second']:.0f} req/s**, p99 {r['latency_ms']['p99']:.0f} ms, "
+        f"{r['errors']} failed, {r['workers']} worker{'s' if r['workers'] > 1 else ''}"
+    )
+
+
+SPEED_ROWS = {  # source kind: (row title, cell renderer)
+    "fast_preset": ("`fast` preset, `python benchmarks/fast_preset.py --seeds 0 1 2`", _fast_preset_cell),
+    "bench_train": ("autoencoder stage, `paper` architecture, batch 32 (`bench --what train`)", _bench_train_cell),
+    "bench_infer": ("`fast` model, one image, p50, `auto` backend (`bench --what infer`)", _bench_infer_cell),
+    "export": ("the same, as `export` measured it when choosing (`backend.json`)", _export_cell),
+    "serve_ab": ("service, `ab -c 32`, a new connection per request (`serve_load.py --ab`)", _serve_cell),
+}
+CLASS_TITLES = {
+    "avx512-bf16": "AVX-512 with BF16",
+    "avx2 (limited, on an avx512-bf16 CPU)": "AVX2, imitated: the same CPU limited to AVX2",
+    "avx2": "AVX2 + FMA",
+}
+
+
+def speed_markdown(result: dict) -> str:
+    """`results/speed_by_cpu.json`: one row per figure, one column per CPU class, every cell from
+    the results file the manifest names (with its class from that file's own machine record)."""
+    cells: dict[str, dict[str, str]] = {kind: {} for kind in SPEED_ROWS}
+    for kind, files in result["sources"].items():
+        for name in files:
+            source = json.loads((ROOT / name).read_text())
+            cells[kind][cpu_class_of(source)] = f"{SPEED_ROWS[kind][1](source)} [json]({name})"
+    classes = result["classes"]
+    lines = [
+        "| figure | " + " | ".join(CLASS_TITLES.get(c, c) for c in classes) + " |",
+        "|---|" + "---|" * len(classes),
+    ]
+    for kind, (title, _) in SPEED_ROWS.items():
+        lines.append(f"| {title} | " + " | ".join(cells[kind].get(c, "not measured") for c in classes) + " |")
+    return "\n".join(lines) + "\n\n" + result["note"] + "\n"
+
+
 def render(source: str) -> str:
     from deepautodnn.experiments.ood_report import ood_markdown, variants_markdown
 
     result = json.loads((ROOT / source).read_text())
-    renderers = {"ood": ood_markdown, "photo_variants": variants_markdown, "cli_startup": cli_startup_markdown}
+    renderers = {
+        "ood": ood_markdown,
+        "photo_variants": variants_markdown,
+        "cli_startup": cli_startup_markdown,
+        "speed_by_cpu": speed_markdown,
+    }
     return renderers[result["benchmark"]](result)
 
 

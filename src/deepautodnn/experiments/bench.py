@@ -9,8 +9,9 @@ Optionally, time-to-accuracy of the `fast` preset (one full run).
 Inference: for the `paper` and `fast` architectures, each backend (torch float32, torch bf16,
 ONNX Runtime float32, ONNX Runtime int8) at batch 1, 64 and 1024: latency, images/s and achieved
 FLOP/s as a fraction of this CPU's peak. Two graphs: `classify` (encoder + DNN + softmax, what the
-paper timed) and `predict` (plus the reconstruction that unknown-input detection needs, what
-`predict` and `serve` run). Weights come from a trained model directory when given, else they are
+paper timed) and `predict` (plus the penultimate features that unknown-input detection reads, what
+`predict`, `serve` and `export`'s backend choice run; the reconstruction only the web page asks for
+is left out). Weights come from a trained model directory when given, else they are
 random (speed does not depend on them); test accuracy is reported only for trained weights.
 """
 
@@ -85,15 +86,24 @@ def naive_stage_speed(cfg: Config, images_u8: np.ndarray, labels: np.ndarray, st
 
 
 def our_stage_speed(
-    cfg: Config, images_u8: np.ndarray, labels: np.ndarray, stage: str, *, bf16: bool, seed: int = 0
+    cfg: Config,
+    images_u8: np.ndarray,
+    labels: np.ndarray,
+    stage: str,
+    *,
+    bf16: bool,
+    channels_last: bool | None = None,
+    seed: int = 0,
 ) -> dict:
     """Images/s of our training loop for one stage: the second of two epochs over `images_u8`
-    (the first warms caches up). For the DNN stage, the one-off feature cache is timed apart."""
+    (the first warms caches up). For the DNN stage, the one-off feature cache is timed apart.
+    channels_last goes with bf16 unless told."""
     from deepautodnn.data.transforms import to_device_data
     from deepautodnn.training.stages import train_autoencoder, train_classifier
 
     cfg = Config.from_dict(cfg.to_dict())
-    cfg.train.bf16 = cfg.train.channels_last = bf16
+    cfg.train.bf16 = bf16
+    cfg.train.channels_last = bf16 if channels_last is None else channels_last
     cfg.train.keep_best_epoch = False
     device = torch.device("cpu")
     data = to_device_data(images_u8, labels, np.arange(len(images_u8)), np.arange(0), device)
@@ -135,13 +145,17 @@ def training_flops_per_image(cfg: Config, stage: str, cached_features: bool) -> 
     return int(counter.get_total_flops()) // 2
 
 
-def bench_training(images_u8: np.ndarray, labels: np.ndarray, n_images: int = 4096) -> dict:
-    """Per stage of the `paper` architecture: naive reference vs our loop, float32 and bf16."""
+def bench_training(images_u8: np.ndarray, labels: np.ndarray, n_images: int = 4096, peak_seconds: float = 3.0) -> dict:
+    """Per stage of the `paper` architecture: naive reference vs our loop, float32 and bf16, each as
+    achieved GFLOP/s and as a share of this CPU's float32 GEMM and convolution rates."""
+    from deepautodnn.inference.timing import conv_peak_flops, cpu_peak_flops
     from deepautodnn.utils.runtime import bf16_supported
 
     cfg = get_preset("paper")
     x, y = images_u8[:n_images], labels[:n_images]
-    out = {"architecture": "paper", "n_images": len(x), "stages": {}}
+    # The limits first, on an idle process: what a tuned float32 kernel gets from this CPU.
+    peak = {**cpu_peak_flops(seconds=peak_seconds), **conv_peak_flops(seconds=peak_seconds)}
+    out = {"architecture": "paper", "n_images": len(x), "cpu_peak": peak, "stages": {}}
     # The naive loops first: ours tunes the process's allocator (`utils.runtime.keep_freed_memory`), and
     # the reference must run as a plain port would.
     naive_speeds = {stage: naive_stage_speed(cfg, x, y, stage) for stage in ("ae", "dnn")}
@@ -149,6 +163,9 @@ def bench_training(images_u8: np.ndarray, labels: np.ndarray, n_images: int = 40
         row = {"batch_size": getattr(cfg.train, STAGE_BATCHES[stage]), "naive_images_per_s": naive}
         ours32 = our_stage_speed(cfg, x, y, stage, bf16=False)
         row.update(ours_fp32_images_per_s=ours32["images_per_s"], speedup_fp32=ours32["images_per_s"] / naive)
+        # Float32 in the channels_last layout too: oneDNN's convolutions prefer it on some CPUs.
+        cl32 = our_stage_speed(cfg, x, y, stage, bf16=False, channels_last=True)["images_per_s"]
+        row.update(ours_fp32_channels_last_images_per_s=cl32, speedup_fp32_channels_last=cl32 / naive)
         if bf16_supported(torch.device("cpu")):
             ours16 = our_stage_speed(cfg, x, y, stage, bf16=True)
             row.update(ours_bf16_images_per_s=ours16["images_per_s"], speedup_bf16=ours16["images_per_s"] / naive)
@@ -158,20 +175,27 @@ def bench_training(images_u8: np.ndarray, labels: np.ndarray, n_images: int = 40
         naive_flops = training_flops_per_image(cfg, stage, cached_features=False)
         ours_flops = training_flops_per_image(cfg, stage, cached_features=True)
         row["naive_gflops_per_s"] = naive * naive_flops / 1e9
-        for precision in ("fp32", "bf16"):
+        for precision in ("fp32", "fp32_channels_last", "bf16"):
             if f"ours_{precision}_images_per_s" in row:
                 row[f"ours_{precision}_gflops_per_s"] = row[f"ours_{precision}_images_per_s"] * ours_flops / 1e9
+        for name in [k for k in row if k.endswith("_gflops_per_s")]:
+            loop = name.removesuffix("_gflops_per_s")
+            row[f"{loop}_of_gemm_peak"] = row[name] * 1e9 / peak["gemm_flops"]
+            row[f"{loop}_of_conv_peak"] = row[name] * 1e9 / peak["conv_flops"]
         out["stages"][stage] = row
     return out
 
 
 def time_to_accuracy(run_dir: str | Path, target: float = 0.934, seed: int = 0) -> dict:
     """One full `fast` run: wall time, test accuracy, and when validation first reached `target`."""
+    from deepautodnn.config import resolve_preset
     from deepautodnn.training.metrics_log import MetricsLog
     from deepautodnn.training.run import train_run
+    from deepautodnn.utils.runtime import bf16_supported
 
+    cfg = resolve_preset("fast", bf16=bf16_supported(torch.device("cpu")))  # `fast-fp32` without bf16
     start = time.perf_counter()
-    metrics = train_run(get_preset("fast"), run_dir, seed=seed, progress=False, echo=lambda _: None)
+    metrics = train_run(cfg, run_dir, seed=seed, progress=False, echo=lambda _: None)
     wall = time.perf_counter() - start
     elapsed, reached = 0.0, None
     for row in MetricsLog(Path(run_dir) / "metrics.csv").read():
@@ -179,7 +203,7 @@ def time_to_accuracy(run_dir: str | Path, target: float = 0.934, seed: int = 0) 
         if row["val_acc"] and float(row["val_acc"]) >= target and reached is None:
             reached = elapsed
     return {
-        "preset": "fast",
+        "preset": cfg.preset,
         "seed": seed,
         "wall_seconds": wall,
         "test_accuracy": metrics["accuracy"],
@@ -256,8 +280,14 @@ def bench_inference(
         graphs, cfg = _graphs(model_dir, arch)
         size = cfg.model.image_size
         arch_out = {"model_dir": model_dir, "trained": bool(model_dir), "graphs": {}}
+        if model_dir:  # what `predict` and `serve` would run here with --backend auto, and why
+            from deepautodnn.inference.backends import choose_auto
+
+            backend, reason = choose_auto(model_dir)
+            arch_out["auto"] = {"backend": backend.name, "reason": reason}
         for graph_name, graph in graphs.items():
-            flops = flops_per_image(graph, size)
+            # `predict` as predict and serve run it: no reconstruction (the page alone asks for one).
+            flops = flops_per_image(graph, size, **({"reconstruction": False} if graph_name == "predict" else {}))
             rows = {}
             with tempfile.TemporaryDirectory() as tmp:
                 outputs = ("probabilities",) if graph_name == "classify" else OUTPUT_NAMES
@@ -321,7 +351,9 @@ def run_bench(
 
 def bench_markdown(result: dict) -> str:
     """A short human summary of `run_bench`'s result."""
-    lines = [f"# deepautodnn bench ({result['machine']['cpu']}, {result['machine']['torch_threads']} threads)", ""]
+    machine = result["machine"]
+    cpu_class = machine.get("cpu_class", "CPU class not recorded")
+    lines = [f"# deepautodnn bench ({machine['cpu']}, {cpu_class}, {machine['torch_threads']} threads)", ""]
     training = result.get("training")
     if training:
         lines += [
@@ -336,11 +368,27 @@ def bench_markdown(result: dict) -> str:
                 f"{r['ours_fp32_images_per_s']:.0f} | {r.get('ours_bf16_images_per_s', float('nan')):.0f} | "
                 f"{r['speedup_fp32']:.1f}x | {r.get('speedup_bf16', float('nan')):.1f}x |"
             )
+        peak = training.get("cpu_peak")
+        if peak:
+            lines += [
+                "",
+                f"Float32 limits here: GEMM {peak['gemm_flops'] / 1e9:.0f} GFLOP/s, 3x3 convolution "
+                f"{peak['conv_flops'] / 1e9:.0f} GFLOP/s. Share of the convolution limit reached:",
+                "",
+                "| stage | naive | ours fp32 | ours bf16 |",
+                "|---|---|---|---|",
+            ]
+            for stage, r in training["stages"].items():
+                shares = [r.get(f"{loop}_of_conv_peak") for loop in ("naive", "ours_fp32", "ours_bf16")]
+                lines.append(
+                    f"| {stage} | " + " | ".join("-" if v is None else f"{v * 100:.0f}%" for v in shares) + " |"
+                )
         lines.append("")
     tta = result.get("time_to_accuracy")
     if tta:
         lines += [
-            f"`fast` seed {tta['seed']}: {tta['test_accuracy'] * 100:.2f}% test in {tta['wall_seconds']:.0f} s wall.",
+            f"`{tta['preset']}` seed {tta['seed']}: {tta['test_accuracy'] * 100:.2f}% test in "
+            f"{tta['wall_seconds']:.0f} s wall.",
             "",
         ]
     inference = result.get("inference")
