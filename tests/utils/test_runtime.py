@@ -11,14 +11,32 @@ import pytest
 from deepautodnn.utils import runtime
 
 
-def test_machine_info_names_the_cpu_class_and_its_features():
+def test_machine_info_names_the_cpu_class_and_its_features(monkeypatch):
+    for name in runtime.ISA_LIMITS:  # the suite may itself run under an imitation
+        monkeypatch.delenv(name, raising=False)
     info = runtime.machine_info()
     assert info["cpu_class"] in ("avx512-bf16", "avx512", "avx2", "baseline")  # no limit set in the tests
     assert set(info["cpu_features"]) == set(runtime.SPEED_FLAGS)
     assert info["isa_limits"] == {}
-    flags = runtime.cpu_flags()
-    if flags:  # Linux: the features are the kernel's flags
-        assert info["cpu_features"]["avx2"] == ("avx2" in flags)
+    assert info["cpu_bf16"] == runtime.bf16_supported(runtime.torch.device("cpu"))
+    if info["cpu_bf16"]:
+        assert info["cpu_class"] == "avx512-bf16" or info["cpu_features"]["amx_bf16"]
+
+
+@pytest.mark.parametrize(
+    ("flags", "onednn", "expected"),
+    [
+        ({"avx2", "avx512f", "avx512_bf16"}, True, True),
+        ({"avx2", "avx512f"}, True, False),  # Skylake to Ice Lake: oneDNN emulates bf16, slower than float32
+        ({"avx2", "amx_tile", "amx_bf16"}, True, True),
+        ({"avx2", "avx512f", "avx512_bf16"}, False, False),  # oneDNN limited to AVX2
+        (set(), True, True),  # no /proc/cpuinfo: oneDNN's word
+    ],
+)
+def test_bf16_counts_only_where_the_cpu_has_it(monkeypatch, flags, onednn, expected):
+    monkeypatch.setattr(runtime, "cpu_flags", lambda: flags)
+    monkeypatch.setattr(runtime.torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: onednn)
+    assert runtime.bf16_supported(runtime.torch.device("cpu")) is expected
 
 
 @pytest.mark.parametrize(

@@ -132,10 +132,14 @@ def select_device(name: str = "auto") -> torch.device:
 
 
 def bf16_supported(device: torch.device) -> bool:
+    """Whether bf16 autocast pays on `device`. On a CPU that takes bf16 instructions: oneDNN also
+    accepts bf16 on any AVX-512 CPU, but emulates it there, slower than float32."""
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
     if device.type == "cpu":
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        flags = cpu_flags()
+        in_hardware = not flags or bool({"avx512_bf16", "amx_bf16"} & flags)  # no flags (not Linux): trust oneDNN
+        return in_hardware and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     return False
 
 
