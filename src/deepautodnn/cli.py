@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 # Only light modules at the top: `deepautodnn --help` must answer without importing torch.
-from deepautodnn.config import ABLATION_VARIANTS, PRESETS, Config, resolve_preset
+from deepautodnn.config import ABLATION_VARIANTS, PRESETS, Config, get_preset, resolve_preset
 from deepautodnn.inference.names import BACKENDS, INT8_ONNX_FILE
 from deepautodnn.version import __version__
 
@@ -183,21 +183,26 @@ def _stderr(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def resolved_preset(name: str, device: str) -> Config:
+def resolved_preset(name: str, device: str, quiet: bool = False) -> Config:
     """The preset `name` as `device` trains it (see `config.resolve_preset`), saying so when it differs."""
     from deepautodnn.utils.runtime import bf16_supported, select_device
 
     dev = select_device(device)
     cfg = resolve_preset(name, bf16=bf16_supported(dev))
-    if cfg.preset != name:
+    if cfg.preset != name and not quiet:
         _stderr(f"preset {name}: this {dev.type.upper()} has no bf16, so it trains {cfg.preset}, its float32 recipe")
     return cfg
 
 
 def cmd_train(args) -> int:
+    import os
+
     from deepautodnn.training.run import train_run
 
-    cfg = resolved_preset(args.preset, args.device)
+    if args.resume:  # the run goes on with the config saved in it; the preset is not read
+        cfg = get_preset(args.preset)
+    else:  # under torchrun, rank 0 alone says which preset the device trains
+        cfg = resolved_preset(args.preset, args.device, quiet=os.environ.get("RANK", "0") != "0")
     for name in ("ae_epochs", "dnn_epochs", "finetune_epochs"):
         value = getattr(args, name)
         if value is not None:
@@ -314,17 +319,19 @@ def cmd_serve(args) -> int:
         )
     if args.max_body_mb <= 0 or args.client_timeout <= 0:
         raise ValueError("--max-body-mb and --client-timeout must be > 0")
+    if args.workers < 1:
+        raise ValueError("--workers must be >= 1")
     from deepautodnn.models.serialization import load_config
 
     load_config(args.model_dir)  # fail now, with a clear message, if the directory is not a model
     from deepautodnn.inference.backends import make_backend
 
-    make_backend(args.model_dir, args.backend)  # likewise for a missing or broken ONNX file
-    if args.workers < 1:
-        raise ValueError("--workers must be >= 1")
+    # Also fails now for a missing or broken ONNX file. "auto" is resolved here, once, and every
+    # worker serves what it chose: timed in several processes at once, they could choose apart.
+    backend = make_backend(args.model_dir, args.backend, echo=_stderr).name
     settings = {
         "model_dir": str(args.model_dir),
-        "backend": args.backend,
+        "backend": backend,
         "token": token,
         "max_body_bytes": int(args.max_body_mb * 2**20),
         "client_timeout_s": args.client_timeout,
@@ -335,8 +342,9 @@ def cmd_serve(args) -> int:
     if args.workers == 1:
         uvicorn.run(create_app(**settings), host=args.host, port=args.port, log_level="info", http=http)
         return 0
-    # Several processes need the app by its import path; each builds it from the settings it inherits.
-    os.environ[SETTINGS_VARIABLE] = json.dumps(settings)
+    # Several processes need the app by its import path; each builds it from the settings it
+    # inherits (the token among them: the workers' environment is as private as this process's).
+    os.environ[SETTINGS_VARIABLE] = json.dumps({**settings, "workers": args.workers})
     uvicorn.run(
         "deepautodnn.serve.app:app_from_environment",
         factory=True,

@@ -14,6 +14,7 @@ import urllib.request
 import warnings
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -61,6 +62,52 @@ def test_predict_matches_in_memory_predictions(client, tiny_run, test_images):
         assert len(p["top_k"]) == 2 and abs(sum(p["probabilities"].values()) - 1) < 1e-4
         assert isinstance(p["unknown"], bool) and p["unknown_score"] >= 0
         assert Image.open(io.BytesIO(base64.b64decode(p["input_png"]))).size == (28, 28)
+        assert Image.open(io.BytesIO(base64.b64decode(p["reconstruction_png"]))).size == (28, 28)
+
+
+def test_the_reconstruction_is_computed_only_for_details(client, test_images, monkeypatch):
+    """Without details=true the backend runs without its reconstruction, and the answer has none."""
+    backend = client.app.state.service.predictor.backend
+    asked = []
+    run = backend.run
+    monkeypatch.setattr(
+        backend, "run", lambda images, reconstruction=True: asked.append(reconstruction) or run(images, reconstruction)
+    )
+    files = [("files", ("a.png", png(test_images[0][0]), "image/png"))]
+    plain = client.post("/v1/predict", files=files).json()["predictions"][0]
+    detailed = client.post("/v1/predict", files=files, params={"details": True}).json()["predictions"][0]
+    assert asked == [False, True]
+    assert "reconstruction_png" not in plain and "reconstruction_png" in detailed
+    assert plain["probabilities"] == detailed["probabilities"]
+
+
+def test_a_large_photo_is_preprocessed_off_the_event_loop_with_the_same_answer(client, test_images):
+    from deepautodnn.serve import app as app_module
+
+    rng = np.random.default_rng(0)
+    garment = Image.fromarray(test_images[0][3]).resize((600, 600))
+    photo = np.clip(np.asarray(garment.convert("RGB"), np.float64) + rng.normal(0, 3, (600, 600, 3)), 0, 255)
+    buf = io.BytesIO()
+    Image.fromarray(photo.astype(np.uint8)).save(buf, "PNG")
+    assert len(buf.getvalue()) > app_module.INLINE_PREPROCESS_BYTES  # takes the thread-pool path
+    files = [("files", ("big.png", buf.getvalue(), "image/png"))]
+    r = client.post("/v1/predict", files=files, params={"top_k": 1})
+    assert r.status_code == 200
+    from deepautodnn.data.preprocess import load_preprocessed
+
+    inline = load_preprocessed(buf.getvalue(), 28, name="big.png").image
+    expected = predict_proba(load_model(client.app.state.service.model_dir), inline[None])
+    assert r.json()["predictions"][0]["label_index"] == int(expected.argmax())
+
+
+def test_answers_are_the_same_json_with_or_without_orjson(monkeypatch):
+    from deepautodnn.serve.app import FastJSON
+
+    content = {"predictions": [{"label": "Bag", "probability": 0.1 + 0.2, "top_k": [1, 2]}]}
+    fast = FastJSON(content).body
+    monkeypatch.setitem(sys.modules, "orjson", None)  # as if it were not installed
+    plain = FastJSON(content).body
+    assert json.loads(fast) == json.loads(plain) == content
 
 
 @pytest.mark.parametrize(

@@ -290,7 +290,13 @@ def app_from_environment() -> FastAPI:
     import json
     import os
 
+    import torch
+
     settings = json.loads(os.environ[SETTINGS_VARIABLE])
+    workers = settings.pop("workers", 1)
+    # The cores shared out: N processes each with every core's worth of threads would oversubscribe
+    # them (ONNX Runtime's sessions take torch's thread count too).
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
     slow_client_protocol(settings["client_timeout_s"])  # this process's header deadline
     return create_app(**settings)
 

@@ -105,12 +105,13 @@ class _Body:
 
 def slow_client_protocol(timeout_s: float = DEFAULT_CLIENT_TIMEOUT_S, parser: str = "auto"):
     """uvicorn's HTTP protocol, plus a deadline on request headers: they must all arrive within
-    `timeout_s` of the connection opening or finishing its last response, else it is closed.
-    (uvicorn alone times out idle kept-alive connections, but not one trickling a header.)
+        `timeout_s` of the connection opening or finishing its last response, else it is closed.
+        (uvicorn alone times out idle kept-alive connections, but not one trickling a header.)
 
-    `parser` is "httptools" (C, several times faster per request; in the [serve] extra), "h11"
-    (pure Python), or "auto": httptools where it is installed. The class is this module's own, so
-    that `serve --workers` can hand it to its worker processes; the deadline is one per process."""
+        `parser` is "httptools" (C, several times faster per request; in the [serve] extra), "h11"
+        (pure Python), or "auto": httptools where it is installed. The class is this module's own, so
+        that `serve --workers` can hand it to its worker processes; the deadline is one per process (the
+    last call's), which is all a server process needs."""
     if parser == "auto":
         import importlib.util
 
@@ -136,6 +137,9 @@ def __getattr__(name: str):
                 self._disarm()  # the headers are in: the body has its own deadline (BodyLimit)
                 super().on_headers_complete()
 
+            def _headers_pending(self) -> bool:  # no request under way, pipelined ones included
+                return self.cycle is None or self.cycle.response_complete
+
         protocol = HeaderDeadlineHttpTools
     elif name == "HeaderDeadlineH11":
         import h11
@@ -144,8 +148,11 @@ def __getattr__(name: str):
         class HeaderDeadlineH11(_HeaderDeadline, H11Protocol):
             def data_received(self, data: bytes) -> None:
                 super().data_received(data)
-                if self.conn.their_state is not h11.IDLE:  # the headers are in: the body has its own deadline
+                if not self._headers_pending():  # the headers are in: the body has its own deadline
                     self._disarm()
+
+            def _headers_pending(self) -> bool:
+                return self.conn.their_state is h11.IDLE
 
         protocol = HeaderDeadlineH11
     else:
@@ -171,9 +178,12 @@ class _HeaderDeadline:
             self._header_timer.cancel()
             self._header_timer = None
 
+    def _headers_pending(self) -> bool:
+        raise NotImplementedError
+
     def _headers_too_slow(self) -> None:
         self._header_timer = None
-        if not self.transport.is_closing():
+        if self._headers_pending() and not self.transport.is_closing():  # never a request under way
             self.transport.close()
 
     def connection_made(self, transport) -> None:
@@ -182,8 +192,8 @@ class _HeaderDeadline:
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
-        if not self.transport.is_closing() and not getattr(self, "pipeline", None):
-            self._arm()  # the next request's headers on this kept-alive connection (unless already in)
+        if not self.transport.is_closing():
+            self._arm()  # the next request's headers on this kept-alive connection
 
     def connection_lost(self, exc) -> None:
         self._disarm()

@@ -44,7 +44,8 @@ class Predictor:
             )
         if isinstance(self.detector, UnknownDetector):  # fail at load, not on every request
             probe = np.zeros((1, self.size, self.size), np.uint8)
-            self.detector.scores(self.backend.run(probe, reconstruction=False), probe, backend=self.backend.name)
+            out = self.backend.run(probe, reconstruction=self.detector.needs_reconstruction)
+            self.detector.scores(out, probe, backend=self.backend.name)
         metrics = read_json(model_dir / METRICS_FILE) if (model_dir / METRICS_FILE).exists() else {}
         self.info = {
             "classes": self.class_names,
