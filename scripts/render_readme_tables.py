@@ -59,9 +59,11 @@ def cpu_class_of(result: dict) -> str:
 
 def _fast_preset_cell(r: dict) -> str:
     trained = r.get("preset_trained", r["preset"])
+    train = sum(seed["train_seconds"] for seed in r["per_seed"]) / len(r["per_seed"])
     return (
         f"`{trained}`: **{r['test_accuracy_mean'] * 100:.2f}% ± {r['test_accuracy_std'] * 100:.2f}** test "
-        f"({len(r['seeds'])} seeds), **{r['wall_seconds_mean'] / 60:.1f} min** wall per run"
+        f"({len(r['seeds'])} seeds), **{r['wall_seconds_mean'] / 60:.1f} min** wall per run, of which "
+        f"training {train / 60:.1f} min"
     )
 
 
@@ -96,9 +98,12 @@ def _export_cell(r: dict) -> str:
 
 
 def _serve_cell(r: dict) -> str:
+    lengths = r.get("length_failures", 0)
     return (
         f"**{r['requests_per_second']:.0f} req/s**, p99 {r['latency_ms']['p99']:.0f} ms, "
-        f"{r['errors']} failed, {r['workers']} worker{'s' if r['workers'] > 1 else ''}"
+        f"{r['errors']} failed"
+        + (f" ({lengths} answers of another length)" if lengths else "")
+        + f", {r['workers']} worker{'s' if r['workers'] > 1 else ''}"
     )
 
 
@@ -119,18 +124,19 @@ CLASS_TITLES = {
 def speed_markdown(result: dict) -> str:
     """`results/speed_by_cpu.json`: one row per figure, one column per CPU class, every cell from
     the results file the manifest names (with its class from that file's own machine record)."""
-    cells: dict[str, dict[str, str]] = {kind: {} for kind in SPEED_ROWS}
+    cells: dict[str, dict[str, list[str]]] = {kind: {} for kind in SPEED_ROWS}
     for kind, files in result["sources"].items():
         for name in files:
             source = json.loads((ROOT / name).read_text())
-            cells[kind][cpu_class_of(source)] = f"{SPEED_ROWS[kind][1](source)} [json]({name})"
+            cells[kind].setdefault(cpu_class_of(source), []).append(f"{SPEED_ROWS[kind][1](source)} [json]({name})")
     classes = result["classes"]
     lines = [
         "| figure | " + " | ".join(CLASS_TITLES.get(c, c) for c in classes) + " |",
         "|---|" + "---|" * len(classes),
     ]
     for kind, (title, _) in SPEED_ROWS.items():
-        lines.append(f"| {title} | " + " | ".join(cells[kind].get(c, "not measured") for c in classes) + " |")
+        row = ("<br>".join(cells[kind][c]) if c in cells[kind] else "not measured" for c in classes)
+        lines.append(f"| {title} | " + " | ".join(row) + " |")
     return "\n".join(lines) + "\n\n" + result["note"] + "\n"
 
 

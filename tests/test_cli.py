@@ -145,3 +145,30 @@ def test_every_ablation_variant_has_its_epochs():
     epochs = {v: variant_epochs(cfg, v, 60000, 60000) for v in ABLATION_VARIANTS}
     assert epochs["scratch"]["ae"] == 0 and epochs["frozen"]["finetune"] == 0
     assert len({tuple(e.values()) for e in epochs.values()}) == len(ABLATION_VARIANTS)  # three different plans
+
+
+def test_fast_trains_its_float32_variant_where_there_is_no_bf16(tmp_path, data_dir, monkeypatch, capsys):
+    """On a CPU without bf16, `train --preset fast` trains `fast-fp32`, says so, and records it."""
+    from deepautodnn import cli as cli_module
+    from deepautodnn.utils import runtime
+
+    monkeypatch.setattr(runtime, "bf16_supported", lambda device: False)
+    out = tmp_path / "run"
+    args = ["train", "--preset", "fast", "--data-dir", str(data_dir), "--out", str(out), "--quiet"]
+    args += [
+        "--train-limit",
+        "300",
+        "--ae-epochs",
+        "1",
+        "--dnn-epochs",
+        "1",
+        "--finetune-epochs",
+        "1",
+        "--device",
+        "cpu",
+    ]
+    assert cli_module.main(args) == 0
+    assert "this CPU has no bf16, so it trains fast-fp32" in capsys.readouterr().err
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["preset"] == "fast-fp32" and saved["model"]["encoder_channels"] == [16, 32, 64]
+    assert load_model(out).config.latent_shape == (64, 7, 7)

@@ -23,6 +23,7 @@ _EXPORTS = {
     "ModelConfig": "deepautodnn.config",
     "TrainConfig": "deepautodnn.config",
     "get_preset": "deepautodnn.config",
+    "resolve_preset": "deepautodnn.config",
     "load_fashion_mnist": "deepautodnn.data.fashion_mnist",
     "ImageError": "deepautodnn.data.preprocess",
     "load_image": "deepautodnn.data.preprocess",
@@ -63,6 +64,7 @@ __all__ = [
     "load_model",
     "predict_files",
     "predict_proba",
+    "resolve_preset",
     "run_ablation",
     "run_baselines",
     "save_model",
@@ -85,7 +87,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # for type checkers and IDEs; never executed
-    from deepautodnn.config import CLASS_NAMES, Config, ModelConfig, TrainConfig, get_preset
+    from deepautodnn.config import CLASS_NAMES, Config, ModelConfig, TrainConfig, get_preset, resolve_preset
     from deepautodnn.data.fashion_mnist import load_fashion_mnist
     from deepautodnn.data.preprocess import ImageError, load_image
     from deepautodnn.estimator import DeepAutoDNNClassifier

@@ -118,7 +118,8 @@ def test_auto_rechecks_a_choice_made_on_another_cpu(tiny_run, tmp_path, test_ima
     quantize_int8(export_onnx(model_dir), model_dir / "model.int8.onnx", test_images[0][:64])
     avx512 = _cpu("avx512-bf16", avx2=True, fma=True, avx512f=True, avx512_bf16=True, avx512_vnni=True)
     held = {"available": True, "holds_accuracy": True}
-    record = {"chosen": "onnx-int8", "backends": dict.fromkeys(("torch", "onnx", "onnx-int8"), held), "machine": avx512}
+    names = ("torch", "torch-bf16", "onnx", "onnx-int8")
+    record = {"chosen": "onnx-int8", "backends": dict.fromkeys(names, held), "machine": avx512}
     (model_dir / "backend.json").write_text(json.dumps(record))
     lines = []
 
@@ -131,7 +132,7 @@ def test_auto_rechecks_a_choice_made_on_another_cpu(tiny_run, tmp_path, test_ima
     assert chosen.name in ("torch", "onnx")
     line = lines[-1]
     assert line.startswith(f"backend auto: {chosen.name} (") and "re-checked on this avx2 CPU" in line
-    assert "onnx-int8: no VNNI" in line and "torch " in line and "onnx " in line
+    assert "onnx-int8: no VNNI" in line and "torch-bf16: no bf16" in line and "torch " in line and "onnx " in line
 
     del record["machine"]  # a record from before CPU features were kept is re-checked too
     (model_dir / "backend.json").write_text(json.dumps(record))

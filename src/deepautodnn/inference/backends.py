@@ -207,7 +207,7 @@ def make_backend(model_dir: str | Path, backend: str = "auto", echo=None):
 
 def backend_accuracy(backend, images_u8: np.ndarray, labels: np.ndarray, batch_size: int = 1024) -> float:
     """Share of `images_u8` whose top class from `backend` (first output) matches `labels`."""
-    proba = run_batched(backend, images_u8, batch_size).proba
+    proba = run_batched(backend, images_u8, batch_size, reconstruction=False).proba
     return float((proba.argmax(1) == labels).mean())
 
 
