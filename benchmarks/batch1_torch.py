@@ -33,10 +33,10 @@ class _Predict(torch.nn.Module):
 
     def __init__(self, graph):
         super().__init__()
-        self.graph = graph
+        self.inner = graph  # not "graph": torch.export reserves that name
 
     def forward(self, x):
-        proba, _, logits, features = self.graph(x, reconstruction=False)
+        proba, _, logits, features = self.inner(x, reconstruction=False)
         return proba, logits, features
 
 
@@ -58,7 +58,7 @@ def main() -> None:
     parser.add_argument("--out")
     args = parser.parse_args()
     module = _Predict(load_graph(args.model_dir)).eval()
-    side = module.graph.model.config.image_size
+    side = module.inner.model.config.image_size
     x = torch.from_numpy(model_input(np.zeros((1, side, side), np.uint8)))  # (1, 1, H, W)
     threads = torch.get_num_threads()
     variants = {}
