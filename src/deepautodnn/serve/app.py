@@ -168,7 +168,7 @@ def uploaded_files(form: FormData) -> list[UploadFile]:
 # Decoding and preprocessing a photo runs on worker threads, off the event loop, so that one large
 # photo does not stall every other connection; at most this many at once, so a burst of uploads
 # queues instead of spawning a thread each. Pillow's decoders release the GIL. A small upload (a
-# 28x28 PNG is 400 bytes) is done inline: its ~0.5 ms is mostly Python, which a thread would not
+# 28x28 PNG is 400 bytes) is done inline: that work is mostly Python, which a thread would not
 # run in parallel, and the hop there and back would cost more than it saves.
 PREPROCESS_THREADS = max(2, os.cpu_count() or 2)
 INLINE_PREPROCESS_BYTES = 16 * 2**10
