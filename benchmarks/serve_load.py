@@ -104,7 +104,9 @@ def run_ab(port: int, png: bytes, expected: int, clients: int, requests: int, wa
         "failed_requests": int(number("Failed requests:")),
         # Of those, replies whose length differed from the first one's: the same image must get the
         # same answer back, though a different micro-batch can round a probability's last digit.
-        "length_failures": int(lengths.group(1)) if (lengths := re.search(r"Receive: \d+, Length: (\d+)", report)) else 0,
+        "length_failures": int(lengths.group(1))
+        if (lengths := re.search(r"Receive: \d+, Length: (\d+)", report))
+        else 0,
         "non_2xx_responses": int(number("Non-2xx responses:", required=False)),
         "checked_reply_matches_in_process": answer == expected,
         "ab_report": report,

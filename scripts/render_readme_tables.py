@@ -89,12 +89,12 @@ def _bench_infer_cell(r: dict) -> str:
     rows = fast["graphs"]["predict"]["backends"]
     if auto not in rows:
         return "-"
-    return f"**{rows[auto]['speed']['1']['p50_ms']:.2f} ms** (`{auto}`)"
+    return f"**{rows[auto]['speed']['1']['p50_ms']:.3f} ms** (`{auto}`)"
 
 
 def _export_cell(r: dict) -> str:
     chosen = r["chosen"]
-    return f"{r['backends'][chosen]['batch1_p50_ms']:.2f} ms (`{chosen}`)"
+    return f"{r['backends'][chosen]['batch1_p50_ms']:.3f} ms (`{chosen}`)"
 
 
 def _serve_cell(r: dict) -> str:

@@ -263,13 +263,13 @@ def _best() -> Config:
 
 
 def _fast_fp32() -> Config:
-    # `fast` for devices without bf16 (AVX2 laptops and VMs), where the convolutions run at about half
-    # the rate: every convolution block half as wide (16-32-64, a 7x7x64 code), 2.4x less time per
-    # fine-tuning step. Chosen on validation under the AVX2 ISA limit, seed 0, float32 (every trial in
-    # results/recipe_trials.json): 16-32-64 with 28 fine-tuning epochs 94.20%, with 20 epochs 93.76%;
-    # DNN dropout 0.1 instead of 0.3 94.20% too, so it stays. The reference autoencoder is the stage-1
-    # one (unknown_ae_epochs = ae_epochs): the reconstruction error is reported, not fused, and
-    # training it on would cost 7 more autoencoder epochs.
+    # `fast` for devices without bf16 (AVX2 laptops and VMs), where the convolutions run at about
+    # half the rate: every convolution block half as wide (16-32-64, a 7x7x64 code), about half the
+    # time per fine-tuning step (results/finetune_step_*.json). Chosen on validation under the AVX2
+    # ISA limit, seed 0, float32 (every trial in results/recipe_trials.json): 28 fine-tuning epochs
+    # 94.20%, 20 epochs 93.76%; DNN dropout 0.1 instead of 0.3 94.20% too, so it stays. The
+    # reference autoencoder is the stage-1 one (unknown_ae_epochs = ae_epochs): the reconstruction
+    # error is reported, not fused, and training it on would cost 7 more autoencoder epochs.
     cfg = _fast()
     cfg.model = dataclasses.replace(cfg.model, encoder_channels=(16, 32, 64))
     cfg.train = dataclasses.replace(cfg.train, bf16=False, unknown_ae_epochs=cfg.train.ae_epochs)
