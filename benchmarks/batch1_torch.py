@@ -13,15 +13,13 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
-from _emit import emit_json
+from _emit import emit_json, provenance
 
 from deepautodnn.inference.backends import model_input
 from deepautodnn.inference.graph import load_graph
@@ -94,10 +92,7 @@ def main() -> None:
     emit_json(
         {
             "benchmark": "batch1_torch",
-            "command": "python " + " ".join(sys.argv),
-            "commit": subprocess.run(
-                ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True
-            ).stdout.strip(),
+            **provenance(),
             "machine": machine_info(),
             "model_dir": args.model_dir,
             "batch1_p50_ms": variants,

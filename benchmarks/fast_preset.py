@@ -19,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-from _emit import emit_json
+from _emit import emit_json, provenance
 
 from deepautodnn.utils.runtime import machine_info
 
@@ -93,9 +93,7 @@ def main() -> None:
         "preset_trained": per_seed[0]["preset_trained"],
         "precision": "float32" if args.fp32 else "preset (bf16 autocast + channels_last where supported)",
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
-        "commit": subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True
-        ).stdout.strip(),
+        "commit": provenance()["commit"],
         "machine": machine_info(),
         "seeds": args.seeds,
         "test_accuracy_mean": statistics.mean(accs),

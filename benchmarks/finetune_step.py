@@ -17,14 +17,13 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
-import subprocess
 import sys
 import tempfile
 import time
 
 import torch
 import torch.nn.functional as F
-from _emit import emit_json
+from _emit import emit_json, provenance
 
 from deepautodnn.config import get_preset
 from deepautodnn.data.transforms import augment_batch, to_float
@@ -139,10 +138,7 @@ def main() -> None:
     emit_json(
         {
             "benchmark": "finetune_step",
-            "command": "python " + " ".join(sys.argv),
-            "commit": subprocess.run(
-                ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True
-            ).stdout.strip(),
+            **provenance(),
             "machine": machine_info(),
             "batch": 128,
             "profile_fast_float32_channels_last": profile_by_operator(),

@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
 import time
 from pathlib import Path
+
+from _emit import provenance
 
 from deepautodnn.config import Config, get_preset
 from deepautodnn.utils.runtime import machine_info
@@ -79,7 +79,6 @@ def main() -> None:
     if args.fp32:
         cfg.train.bf16 = False
     result = run_trial(cfg, args.seed)
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
     trial = {
         "study": args.study,
         "recipe": " ".join([args.preset, *args.set]) + (" (float32)" if args.fp32 else ""),
@@ -91,8 +90,7 @@ def main() -> None:
         "stages": result["stages"],
         "epochs": result["epochs"],
         "config": cfg.to_dict(),
-        "command": "python benchmarks/recipe_trial.py " + " ".join(sys.argv[1:]),
-        "commit": commit,
+        **provenance(),
         "machine": machine_info(),
     }
     path = Path(args.trials)

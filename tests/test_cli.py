@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 
 from deepautodnn import CLASS_NAMES, load_fashion_mnist, load_model, predict_proba
+from tests.helpers.models import ONE_EPOCH_PER_STAGE
 
 
 def cli(*args, check=True):
@@ -155,18 +156,7 @@ def test_fast_trains_its_float32_variant_where_there_is_no_bf16(tmp_path, data_d
     monkeypatch.setattr(runtime, "bf16_supported", lambda device: False)
     out = tmp_path / "run"
     args = ["train", "--preset", "fast", "--data-dir", str(data_dir), "--out", str(out), "--quiet"]
-    args += [
-        "--train-limit",
-        "300",
-        "--ae-epochs",
-        "1",
-        "--dnn-epochs",
-        "1",
-        "--finetune-epochs",
-        "1",
-        "--device",
-        "cpu",
-    ]
+    args += ["--train-limit", "300", "--device", "cpu", *ONE_EPOCH_PER_STAGE]
     assert cli_module.main(args) == 0
     assert "this CPU has no bf16, so it trains fast-fp32" in capsys.readouterr().err
     saved = json.loads((out / "config.json").read_text())

@@ -12,6 +12,7 @@ from deepautodnn import cli, get_preset, load_model, train_run
 from deepautodnn.config import CLASS_NAMES
 from deepautodnn.data.fashion_mnist import DataError
 from deepautodnn.data.sources import load_csv, load_run_data, parse_source
+from tests.helpers.models import ONE_EPOCH_PER_STAGE
 
 
 def tiny_config():
@@ -106,12 +107,7 @@ def test_csv_training_keeps_fashion_mnist_names(tmp_path, fmnist, capsys):
                 "--out",
                 str(run_dir),
                 "--quiet",
-                "--ae-epochs",
-                "1",
-                "--dnn-epochs",
-                "1",
-                "--finetune-epochs",
-                "1",
+                *ONE_EPOCH_PER_STAGE,
             ]
         )
         == 0

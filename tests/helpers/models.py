@@ -13,6 +13,7 @@ from deepautodnn.models.hybrid import DeepAutoDNN
 
 TINY = ModelConfig(encoder_channels=(8, 16), encoder_pool=(True, True), dnn_hidden=(32,))  # trains in seconds
 SMALL = ModelConfig(encoder_channels=(4, 8), encoder_pool=(True, True), dnn_hidden=(16,))  # runs, not trained
+ONE_EPOCH_PER_STAGE = ["--ae-epochs", "1", "--dnn-epochs", "1", "--finetune-epochs", "1"]  # `train` arguments
 
 
 def tiny_config(finetune_epochs: int = 1) -> Config:

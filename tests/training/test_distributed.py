@@ -14,6 +14,7 @@ import torch
 
 from deepautodnn.training.distributed import DistContext, from_environment
 from deepautodnn.training.loop import _batches
+from tests.helpers.models import ONE_EPOCH_PER_STAGE
 
 WORKER = Path(__file__).parents[1] / "helpers" / "ddp_worker.py"
 
@@ -70,12 +71,7 @@ def test_torchrun_train_writes_one_run_from_rank_zero(tmp_path, data_dir):
         "fast",
         "--train-limit",
         "600",
-        "--ae-epochs",
-        "1",
-        "--dnn-epochs",
-        "1",
-        "--finetune-epochs",
-        "1",
+        *ONE_EPOCH_PER_STAGE,
         "--out",
         str(out),
         "--quiet",
