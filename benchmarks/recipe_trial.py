@@ -41,22 +41,17 @@ def run_trial(cfg: Config, seed: int) -> dict:
     from deepautodnn.data.transforms import to_device_data
     from deepautodnn.models.hybrid import build_model
     from deepautodnn.training.run import load_training_split
-    from deepautodnn.training.stages import stage_plan, train_autoencoder, train_classifier
+    from deepautodnn.training.stages import train_stages
 
     images, labels, train_idx, val_idx = load_training_split(cfg)
     device = torch.device("cpu")
     data = to_device_data(images, labels, train_idx, val_idx, device)
     model = build_model(cfg, seed=seed, device=device)
     rows: list[dict] = []
-    stages = {}
     start = time.perf_counter()
-    for stage in stage_plan(cfg):
-        if stage == "ae":
-            summary = train_autoencoder(model, data, cfg.train, seed=seed, device=device, log=rows.append)
-        else:
-            summary = train_classifier(model, data, cfg.train, stage=stage, seed=seed, device=device, log=rows.append)
-        stages[stage] = {k: v for k, v in summary.items() if k != "stage"}
-    last = stages[stage_plan(cfg)[-1]]
+    summaries = train_stages(model, data, cfg, seed=seed, device=device, log=rows.append)
+    stages = {stage: {k: v for k, v in s.items() if k != "stage"} for stage, s in summaries.items()}
+    last = stages[list(stages)[-1]]
     return {
         "validation_accuracy": last.get("val_acc"),
         "train_seconds": time.perf_counter() - start,

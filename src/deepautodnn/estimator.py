@@ -89,7 +89,7 @@ class DeepAutoDNNClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         from deepautodnn.config import resolve_preset
         from deepautodnn.data.fashion_mnist import train_val_split
         from deepautodnn.data.transforms import TrainingData
-        from deepautodnn.training.stages import stage_plan, train_autoencoder, train_classifier
+        from deepautodnn.training.stages import train_stages
         from deepautodnn.utils.runtime import bf16_supported, select_device
 
         if y is None:
@@ -129,12 +129,7 @@ class DeepAutoDNNClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
             images[train_idx].to(dev), labels[train_idx].to(dev), images[val_idx].to(dev), labels[val_idx].to(dev)
         )
         model = build_model(cfg, seed=self.random_state, device=dev)
-        quiet = lambda row: None  # noqa: E731
-        for stage in stage_plan(cfg):
-            if stage == "ae":
-                train_autoencoder(model, data, cfg.train, seed=self.random_state, device=dev, log=quiet)
-            else:
-                train_classifier(model, data, cfg.train, stage=stage, seed=self.random_state, device=dev, log=quiet)
+        train_stages(model, data, cfg, seed=self.random_state, device=dev, log=lambda row: None)
         self.model_ = model.to(memory_format=torch.contiguous_format).cpu().eval()
         self.config_ = cfg
         return self

@@ -189,19 +189,19 @@ def test_resume_after_interruption_matches_uninterrupted(tmp_path, data_dir, mon
 
     import deepautodnn.training.run as runner
 
-    real = runner.train_classifier
+    real = runner.train_stage
 
-    def interrupted(*args, stage, **kw):
+    def interrupted(model, data, tcfg, stage, **kw):
         if stage == "finetune":
             raise KeyboardInterrupt
-        return real(*args, stage=stage, **kw)
+        return real(model, data, tcfg, stage, **kw)
 
-    monkeypatch.setattr(runner, "train_classifier", interrupted)
+    monkeypatch.setattr(runner, "train_stage", interrupted)
     with pytest.raises(KeyboardInterrupt):
         train_run(_cfg(), tmp_path / "cut", **quiet)
     progress = read_json(tmp_path / "cut" / "checkpoints" / "progress.json")
     assert progress["completed"] == ["ae", "dnn"]
-    monkeypatch.setattr(runner, "train_classifier", real)
+    monkeypatch.setattr(runner, "train_stage", real)
 
     with pytest.raises(RunError, match="already holds a run"):
         train_run(_cfg(), tmp_path / "cut", **quiet)

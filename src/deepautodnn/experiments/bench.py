@@ -99,7 +99,7 @@ def our_stage_speed(
     (the first warms caches up). For the DNN stage, the one-off feature cache is timed apart.
     channels_last goes with bf16 unless told."""
     from deepautodnn.data.transforms import to_device_data
-    from deepautodnn.training.stages import train_autoencoder, train_classifier
+    from deepautodnn.training.stages import train_stage
 
     cfg = Config.from_dict(cfg.to_dict())
     cfg.train.bf16 = bf16
@@ -110,12 +110,8 @@ def our_stage_speed(
     model = build_model(cfg, seed=seed, device=device)  # channels_last with bf16, as set above
     rows = []
     start = time.perf_counter()
-    if stage == "ae":
-        cfg.train.ae_epochs = 2
-        train_autoencoder(model, data, cfg.train, seed=seed, device=device, log=rows.append)
-    else:
-        cfg.train.dnn_epochs = 2
-        train_classifier(model, data, cfg.train, stage="dnn", seed=seed, device=device, log=rows.append)
+    setattr(cfg.train, f"{stage}_epochs", 2)
+    train_stage(model, data, cfg.train, stage, seed=seed, device=device, log=rows.append)
     total = time.perf_counter() - start
     return {
         "images_per_s": len(images_u8) / rows[-1]["seconds"],

@@ -36,7 +36,7 @@ from deepautodnn.models.serialization import (
 from deepautodnn.training import distributed
 from deepautodnn.training.distributed import DistContext
 from deepautodnn.training.metrics_log import MetricsLog
-from deepautodnn.training.stages import stage_plan, train_autoencoder, train_classifier
+from deepautodnn.training.stages import stage_plan, train_stage
 from deepautodnn.training.state import (
     Checkpointer,
     GracefulStop,
@@ -324,9 +324,7 @@ def _train_stage(
         should_stop=stop,
     )
     try:
-        if stage == "ae":
-            return train_autoencoder(model, tensors, run.cfg.train, **common)
-        return train_classifier(model, tensors, run.cfg.train, stage=stage, **common)
+        return train_stage(model, tensors, run.cfg.train, stage, **common)
     except NonFiniteLossError as err:
         last = checkpointer.latest()
         kept = f"the last good checkpoint ({last.position}) is kept in {run.ckpt_dir}" if last else "no epoch finished"

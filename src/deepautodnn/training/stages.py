@@ -286,6 +286,18 @@ def _classifier_spec(
     )
 
 
+def train_stage(model: DeepAutoDNN, data: TrainingData, tcfg: TrainConfig, stage: str, **kwargs) -> dict:
+    """One stage by name ("ae", "dnn" or "finetune"); `kwargs` as for `train_autoencoder`."""
+    if stage == "ae":
+        return train_autoencoder(model, data, tcfg, **kwargs)
+    return train_classifier(model, data, tcfg, stage=stage, **kwargs)
+
+
+def train_stages(model: DeepAutoDNN, data: TrainingData, cfg: Config, **kwargs) -> dict[str, dict]:
+    """Every stage of `cfg` in order, without checkpoints; each stage's summary by its name."""
+    return {stage: train_stage(model, data, cfg.train, stage, **kwargs) for stage in stage_plan(cfg)}
+
+
 def stage_plan(cfg: Config) -> list[str]:
     """The stages this config runs, in order (an epoch count of 0 skips a stage)."""
     t = cfg.train
