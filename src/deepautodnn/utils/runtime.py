@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
 import random
@@ -14,14 +15,20 @@ import numpy as np
 import torch
 
 
-def cpu_model() -> str:
+@functools.cache
+def _cpuinfo_field(name: str) -> str | None:
+    """The first `name : value` of /proc/cpuinfo (the CPU does not change under a process), or None."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
+            if line.startswith(name):
                 return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    return None
+
+
+def cpu_model() -> str:
+    return _cpuinfo_field("model name") or platform.processor() or platform.machine()
 
 
 # The instruction-set features that decide how fast this package's kernels run: AVX2 + FMA is the
@@ -36,13 +43,7 @@ ISA_LIMITS = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "
 
 def cpu_flags() -> set[str]:
     """The CPU's feature flags as the kernel reports them (empty where /proc/cpuinfo is missing)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
+    return set((_cpuinfo_field("flags") or "").split())
 
 
 def cpu_features() -> dict[str, bool]:
