@@ -86,7 +86,7 @@ class OnnxBackend:
             raise ModelFileError(f"{path}: not a usable ONNX model ({err})") from None
         self.input_name = self.session.get_inputs()[0].name
         self.output_names = [o.name for o in self.session.get_outputs()]
-        self._without_reconstruction = None  # the session that skips it, made when first asked for
+        self._without_reconstruction = None  # (session, its output names), made when first asked for
 
     def _session(self, graph: bytes):
         import onnxruntime as ort
@@ -104,14 +104,13 @@ class OnnxBackend:
 
             outputs = [n for n in self.output_names if n != "reconstruction"]
             cut = Extractor(onnx.load_model_from_string(self.graph)).extract_model([self.input_name], outputs)
-            self._without_reconstruction = self._session(cut.SerializeToString())
+            self._without_reconstruction = (self._session(cut.SerializeToString()), outputs)
         return self._without_reconstruction
 
     def run(self, images_u8: np.ndarray, reconstruction: bool = True) -> GraphOutputs:
         """The graph on uint8 images (N, H, W); `reconstruction=False` skips the reconstruction."""
         skip = not reconstruction and "reconstruction" in self.output_names
-        session = self._session_without_reconstruction() if skip else self.session
-        names = [o.name for o in session.get_outputs()]
+        session, names = self._session_without_reconstruction() if skip else (self.session, self.output_names)
         arrays = session.run(None, {self.input_name: model_input(images_u8)})
         if not set(names) <= set(OUTPUT_FIELDS):  # a graph of other names: take its outputs in order
             return _as_numpy(arrays)

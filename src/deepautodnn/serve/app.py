@@ -203,16 +203,18 @@ async def model_inputs(uploads: list[UploadFile], size: int) -> tuple[np.ndarray
     return np.stack(images), evidence, names
 
 
+try:
+    import orjson  # in the [serve] extra
+except ModuleNotFoundError:
+    orjson = None
+
+
 class FastJSON(JSONResponse):
-    """JSON encoded by orjson (in the [serve] extra), several times faster than the json module
-    for the float-heavy answers here; the json module where orjson is missing."""
+    """JSON encoded by orjson, several times faster than the json module for the float-heavy
+    answers here; the json module where orjson is missing."""
 
     def render(self, content) -> bytes:
-        try:
-            import orjson
-        except ModuleNotFoundError:
-            return super().render(content)
-        return orjson.dumps(content)
+        return orjson.dumps(content) if orjson is not None else super().render(content)
 
 
 router = APIRouter()
