@@ -62,16 +62,20 @@ def test_tiny_ablation_runs_and_resumes(tmp_path, data_dir, monkeypatch):
     cfg = get_preset("fast")
     cfg.train.ae_epochs, cfg.train.dnn_epochs, cfg.train.finetune_epochs = 1, 1, 1
     out = tmp_path / "abl"
-    state = run_ablation(
-        cfg,
-        out,
-        seeds=[0],
-        label_budgets=[100, None],
-        data_dir=data_dir,
-        device="cpu",
-        train_limit=1000,
-        echo=lambda m: None,
-    )
+
+    def ablate_tiny():
+        return run_ablation(
+            cfg,
+            out,
+            seeds=[0],
+            label_budgets=[100, None],
+            data_dir=data_dir,
+            device="cpu",
+            train_limit=1000,
+            echo=lambda m: None,
+        )
+
+    state = ablate_tiny()
     assert len(state["rows"]) == 6
     row = state["rows"]["scratch/100/seed0"]
     assert row["epochs"] == {"ae": 0, "dnn": 0, "finetune": 2 * 9}  # 900 train images / 100 labels = 9x
@@ -85,16 +89,7 @@ def test_tiny_ablation_runs_and_resumes(tmp_path, data_dir, monkeypatch):
     import deepautodnn.experiments.ablation as ablate
 
     monkeypatch.setattr(ablate, "train_classifier", lambda *a, **k: pytest.fail("retrained a saved row"))
-    again = run_ablation(
-        cfg,
-        out,
-        seeds=[0],
-        label_budgets=[100, None],
-        data_dir=data_dir,
-        device="cpu",
-        train_limit=1000,
-        echo=lambda m: None,
-    )
+    again = ablate_tiny()
     assert again["rows"] == saved["rows"]
 
 
