@@ -36,7 +36,7 @@ from deepautodnn.inference.evaluate import evaluate_model
 from deepautodnn.models.hybrid import build_model
 from deepautodnn.training.stages import train_autoencoder, train_classifier
 from deepautodnn.utils.files import atomic_write_json, atomic_write_text, read_json
-from deepautodnn.utils.runtime import machine_info, select_device
+from deepautodnn.utils.runtime import machine_info, provenance, select_device
 
 VARIANTS = ABLATION_VARIANTS
 MAX_EPOCH_FACTOR = 20
@@ -117,6 +117,7 @@ def run_ablation(
         "train_limit": train_limit,
         "max_epoch_factor": MAX_EPOCH_FACTOR,
         "machine": machine_info(),
+        "provenance": provenance(),
         "rows": _read_rows(out_dir),
     }
     cfg = copy.deepcopy(cfg)

@@ -9,6 +9,9 @@ import functools
 import os
 import platform
 import random
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -96,6 +99,30 @@ def machine_info() -> dict:
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "cpu_bf16": bf16_supported(torch.device("cpu")),
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
+
+
+def source_commit() -> str:
+    """The git commit this package runs from (short hash), or "" outside a git checkout."""
+    here = Path(__file__).resolve().parent
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(here), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5
+        )
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return out.stdout.strip() if out.returncode == 0 else ""
+
+
+def provenance() -> dict:
+    """What made a result: its command line, the commit, the UTC date and the package version."""
+    from deepautodnn.version import __version__
+
+    return {
+        "command": " ".join(["deepautodnn" if sys.argv[0].endswith("deepautodnn") else sys.argv[0], *sys.argv[1:]]),
+        "commit": source_commit(),
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "version": __version__,
     }
 
 
