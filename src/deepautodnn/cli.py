@@ -130,6 +130,13 @@ def get_args_parser() -> argparse.ArgumentParser:
     r.add_argument("run_dir")
     r.add_argument("--baselines", help="folder written by `deepautodnn baselines` (Table IV comparators)")
     r.add_argument("--ablations", help="folder written by `deepautodnn ablate`")
+    r.add_argument(
+        "--with-run",
+        action="append",
+        default=[],
+        metavar="RUN_DIR",
+        help="another finished run whose test accuracy the claims table also judges, e.g. a `paper` run (repeatable)",
+    )
     r.add_argument("--format", default="both", choices=["md", "html", "both"], help="output format (default: both)")
     r.add_argument("--out", help="folder for paper_report.md / .html (default: RUN_DIR)")
     r.add_argument("--data-dir", help="folder with the Fashion-MNIST IDX files")
@@ -468,6 +475,7 @@ def cmd_report(args) -> int:
         formats,
         baselines_dir=args.baselines,
         ablation_dir=args.ablations,
+        with_runs=args.with_run,
         data_dir=args.data_dir,
         timing_repeats=args.repeats,
     )
