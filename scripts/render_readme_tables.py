@@ -1,14 +1,15 @@
-"""Render the README's generated tables from the JSON in results/, in place.
+"""Render the generated tables of README.md and docs/*.md from the files in results/, in place.
 
-A generated block in README.md sits between two markers that name its source:
+A generated block sits between two markers that name its source, and optionally a view of it:
 
     <!-- begin generated: results/ood_fast_seed0_cpu.json -->
     ...
     <!-- end generated -->
+    <!-- begin generated: results/headline.json claims -->
 
-and is replaced by the Markdown that `deepautodnn.ood_report` renders from that file (the photo
-variants' accuracy table for a `photo_variants` file). `--check` only reports a stale block (and
-exits 1), which is what the test suite runs.
+and is replaced by what the renderer for that view (by default, the file's `benchmark` field; for a
+folder, the `ablate` table of its ablation.json) makes from it. `--check` only reports a stale
+block (and exits 1), which is what the test suite runs.
 
     python scripts/render_readme_tables.py [--check]
 """
@@ -22,7 +23,10 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-BLOCK = re.compile(r"(<!-- begin generated: (?P<src>[^ ]+) -->\n)(?P<body>.*?)(<!-- end generated -->)", re.S)
+BLOCK = re.compile(
+    r"(<!-- begin generated: (?P<src>[^ ]+)(?: (?P<view>\w+))? -->\n)(?P<body>.*?)(<!-- end generated -->)", re.S
+)
+PAGES = ["README.md", *sorted(str(p.relative_to(ROOT)) for p in (ROOT / "docs").glob("*.md"))]
 
 
 def cli_startup_markdown(result: dict) -> str:
@@ -140,37 +144,51 @@ def speed_markdown(result: dict) -> str:
     return "\n".join(lines) + "\n\n" + result["note"] + "\n"
 
 
-def render(source: str) -> str:
+def render(source: str, view: str | None = None) -> str:
+    from deepautodnn.experiments import results_tables
     from deepautodnn.experiments.ood_report import ood_markdown, variants_markdown
 
-    result = json.loads((ROOT / source).read_text())
+    path = ROOT / source
+    if path.is_dir():
+        return results_tables.ablation_markdown(json.loads((path / "ablation.json").read_text()))
+    result = json.loads(path.read_text())
     renderers = {
         "ood": ood_markdown,
         "photo_variants": variants_markdown,
         "cli_startup": cli_startup_markdown,
         "speed_by_cpu": speed_markdown,
+        "headline": lambda r: results_tables.headline_markdown(r, ROOT),
+        "claims": lambda r: results_tables.claims_markdown(r, ROOT),
+        "table_iv": lambda r: results_tables.table_iv_markdown(r, ROOT),
     }
-    return renderers[result["benchmark"]](result)
+    return renderers[view or result["benchmark"]](result)
 
 
-def rendered_readme(text: str) -> str:
-    return BLOCK.sub(lambda m: m.group(1) + render(m.group("src")) + m.group(4), text)
+def rendered_page(text: str) -> str:
+    return BLOCK.sub(lambda m: m.group(1) + render(m.group("src"), m.group("view")) + m.group(5), text)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="exit 1 if a block is stale; change nothing")
     args = parser.parse_args()
-    readme = ROOT / "README.md"
-    text = readme.read_text()
-    new = rendered_readme(text)
+    stale = []
+    for name in PAGES:
+        page = ROOT / name
+        text = page.read_text()
+        new = rendered_page(text)
+        if new != text:
+            stale.append(name)
+            if not args.check:
+                page.write_text(new)
     if args.check:
-        stale = new != text
         print(
-            "README.md: generated tables are " + ("stale; run scripts/render_readme_tables.py" if stale else "current")
+            f"generated tables stale in {', '.join(stale)}; run scripts/render_readme_tables.py"
+            if stale
+            else "generated tables are current"
         )
-        return int(stale)
-    readme.write_text(new)
+        return int(bool(stale))
+    print(f"rendered: {', '.join(stale) or 'nothing changed'}")
     return 0
 
 

@@ -1,0 +1,175 @@
+"""Markdown tables rendered from the files in results/, for the README and docs/.
+
+A page never types a figure: `scripts/render_readme_tables.py` replaces each generated block with
+what a renderer here makes from the file the block names. The headline table and the claims table
+read one manifest, `results/headline.json`, which lists the files that stand for each result; the
+claims are judged by `experiments.claims.judge_claims`, the same function as the report's.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from deepautodnn import paper
+from deepautodnn.experiments.claims import (
+    Evidence,
+    Latency,
+    PresetAccuracy,
+    accuracy_of_run,
+    accuracy_of_seeds,
+    claims_rows,
+)
+from deepautodnn.experiments.markdown import Table, render_markdown
+from deepautodnn.utils.files import read_json
+
+
+def _link(root: Path, path: str, text: str | None = None) -> str:
+    return f"[{text or Path(path).name}]({path})"
+
+
+def _comparators(root: Path, folder: str | None) -> dict[str, dict]:
+    if not folder:
+        return {}
+    from deepautodnn.experiments.baselines import load_results
+
+    return load_results(root / folder)
+
+
+def _latencies(root: Path, entries: list[dict]) -> list[Latency]:
+    """One `Latency` per manifest entry: a `bench --what infer` file, an architecture, a graph and a
+    backend (`auto` takes the one the file says `auto` chose)."""
+    out = []
+    for e in entries:
+        r = read_json(root / e["file"])
+        arch = r["inference"]["architectures"][e["architecture"]]
+        backend = arch["auto"]["backend"] if e["backend"] == "auto" else e["backend"]
+        p50_ms = arch["graphs"][e["graph"]]["backends"][backend]["speed"]["1"]["p50_ms"]
+        how = f"{backend}{' (auto)' if e['backend'] == 'auto' else ''}, CPU {r['machine']['cpu_class']}"
+        out.append(Latency(e["architecture"], p50_ms / 1e3, how))
+    return out
+
+
+def evidence(manifest: dict, root: Path) -> Evidence:
+    """What the README's verdicts read, from the files the manifest names."""
+    accuracy = [accuracy_of_seeds(root / f) for f in manifest.get("seed_files", [])]
+    accuracy += [accuracy_of_run(root / d) for d in manifest.get("run_dirs", [])]
+    ablation = read_json(root / manifest["ablation"] / "ablation.json") if manifest.get("ablation") else {}
+    per_class = read_json(root / manifest["per_class_run"] / "metrics.json") if manifest.get("per_class_run") else {}
+    return Evidence(
+        accuracy=[_relative(a, root) for a in accuracy],
+        comparators=_comparators(root, manifest.get("comparators")),
+        latency=_latencies(root, manifest.get("latency", [])),
+        ablation_summary=ablation.get("summary", []),
+        per_class_f1={name: m["f1"] for name, m in per_class.get("per_class", {}).items()},
+        per_class_source=f"`{per_class.get('preset')}` seed {per_class.get('seed')}" if per_class else "",
+    )
+
+
+def _relative(a: PresetAccuracy, root: Path) -> PresetAccuracy:
+    source = Path(a.source)
+    rel = str(source.relative_to(root)) if source.is_absolute() and source.is_relative_to(root) else a.source
+    return PresetAccuracy(a.preset, a.accuracies, rel, a.where)
+
+
+def claims_markdown(manifest: dict, root: Path) -> str:
+    header, rows = claims_rows(evidence(manifest, root))
+    return render_markdown([Table(header, rows)]).strip() + "\n"
+
+
+def headline_markdown(manifest: dict, root: Path) -> str:
+    """Our presets' test accuracy and training time, and the best rebuilt comparator, each linked
+    to its file."""
+    rows = []
+    for f in manifest.get("seed_files", []):
+        r = read_json(root / f)
+        a = accuracy_of_seeds(root / f)
+        seeds = ", ".join(f"{x * 100:.2f}" for x in a.accuracies)
+        rows.append(
+            [
+                f"`{a.preset}`",
+                f"**{a.mean * 100:.2f}%** ± {_std(a)} ({seeds})",
+                f"{r['wall_seconds_mean'] / 60:.1f} min per run",
+                a.where,
+                _link(root, f),
+            ]
+        )
+    for d in manifest.get("run_dirs", []):
+        m = read_json(root / d / "metrics.json")
+        a = accuracy_of_run(root / d)
+        rows.append(
+            [
+                f"`{a.preset}`",
+                f"**{a.mean * 100:.2f}%** (seed {m.get('seed')})",
+                f"{m.get('train_seconds', 0) / 60:.1f} min",
+                a.where,
+                _link(root, f"{d}/metrics.json", f"{Path(d).name}/"),
+            ]
+        )
+    rebuilt = [r for r in _comparators(root, manifest.get("comparators")).values() if r.get("paper_row")]
+    if rebuilt:
+        top = max(rebuilt, key=lambda r: r["accuracy"])
+        rows.append(
+            [
+                f"best rebuilt Table IV method: `{top['name']}` ({top['paper_row']})",
+                f"{top['accuracy'] * 100:.2f}% (seed {top.get('seed', 0)})",
+                f"{top['train_seconds'] / 60:.1f} min",
+                "CPU",
+                _link(root, f"{manifest['comparators']}/{top['name']}.json"),
+            ]
+        )
+    rows.append(["the paper (Table IV)", f"{paper.TEST_ACCURACY * 100:.2f}%", "", "", ""])
+    table = Table(["preset", "test accuracy", "time", "trained on", "file"], rows)
+    return render_markdown([table]).strip() + "\n"
+
+
+def _std(a: PresetAccuracy) -> str:
+    import statistics
+
+    return f"{statistics.stdev(a.accuracies) * 100:.2f}" if len(a.accuracies) > 1 else "-"
+
+
+def table_iv_markdown(manifest: dict, root: Path) -> str:
+    """The paper's Table IV beside our rebuilt comparators and presets."""
+    comparators = _comparators(root, manifest.get("comparators"))
+    by_row = {r["paper_row"]: r for r in comparators.values() if r.get("paper_row")}
+    rows = []
+    for name, paper_acc in paper.TABLE_IV.items():
+        if name == "DeepAutoNN-ours":
+            for a in evidence(manifest, root).accuracy:
+                rows.append([f"DeepAutoNN, `{a.preset}` ({a.where})", f"{paper_acc * 100:.2f}%", _acc(a), "", ""])
+        elif name in by_row:
+            r = by_row[name]
+            rows.append([name, f"{paper_acc * 100:.2f}%", f"{r['accuracy'] * 100:.2f}%", f"`{r['name']}`", _secs(r)])
+        else:
+            rows.append([name, f"{paper_acc * 100:.2f}%", "not rebuilt", "", ""])
+    for r in comparators.values():
+        if not r.get("paper_row"):
+            rows.append([f"classic: {r['title']}", "", f"{r['accuracy'] * 100:.2f}%", f"`{r['name']}`", _secs(r)])
+    table = Table(["Table IV row", "paper", "ours", "our comparator", "train s"], rows)
+    return render_markdown([table]).strip() + "\n"
+
+
+def _acc(a: PresetAccuracy) -> str:
+    n = len(a.accuracies)
+    return f"{a.mean * 100:.2f}%" + (f" ± {_std(a)} ({n} seeds)" if n > 1 else "")
+
+
+def _secs(r: dict) -> str:
+    return f"{r['train_seconds']:.0f}"
+
+
+def ablation_markdown(state: dict) -> str:
+    """An `ablate` folder's table, with where, when and from which commit it ran."""
+    from deepautodnn.experiments.ablation import ablation_table
+
+    machine = state.get("machine") or {}
+    where = machine.get("cuda") or f"CPU {machine.get('cpu_class', machine.get('cpu', '?'))}"
+    prov = state.get("provenance") or {}
+    origin = f"commit `{prov['commit']}`, `{prov['command']}`" if prov.get("commit") else "commit not recorded"
+    train = state["config"]["train"]
+    recipe = (
+        f"{train['ae_epochs']} autoencoder, {train['dnn_epochs']} DNN and {train['finetune_epochs']} "
+        f"fine-tuning epochs, DNN dropout {state['config']['model']['dnn_dropout']}"
+    )
+    text = render_markdown([Table(*ablation_table(state))]).strip()
+    return f"{text}\n\nPreset `{state['preset']}` ({recipe}); {where}; {origin}.\n"
