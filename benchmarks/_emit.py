@@ -1,18 +1,12 @@
 """What every benchmark does last: print its JSON, and write it to a file when asked; and the
-provenance each results file records (its command and commit)."""
+provenance each results file records (`utils.runtime.provenance`: command, commit, date, version)."""
 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
-
-def provenance() -> dict:
-    """The command that made a result and the commit it ran at (short hash; empty outside git)."""
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
-    return {"command": "python " + " ".join(sys.argv), "commit": commit.stdout.strip()}
+from deepautodnn.utils.runtime import provenance  # noqa: F401  (re-exported for the benchmarks)
 
 
 def emit_json(result: dict, path: str | None = None) -> None:

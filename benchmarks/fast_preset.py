@@ -17,7 +17,6 @@ import statistics
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 from _emit import emit_json, provenance
 
@@ -92,8 +91,7 @@ def main() -> None:
         "preset": args.preset,
         "preset_trained": per_seed[0]["preset_trained"],
         "precision": "float32" if args.fp32 else "preset (bf16 autocast + channels_last where supported)",
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
-        "commit": provenance()["commit"],
+        **provenance(),
         "machine": machine_info(),
         "seeds": args.seeds,
         "test_accuracy_mean": statistics.mean(accs),

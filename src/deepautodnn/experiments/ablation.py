@@ -117,7 +117,7 @@ def run_ablation(
         "train_limit": train_limit,
         "max_epoch_factor": MAX_EPOCH_FACTOR,
         "machine": machine_info(),
-        "provenance": provenance(),
+        **provenance(),
         "rows": _read_rows(out_dir),
     }
     cfg = copy.deepcopy(cfg)

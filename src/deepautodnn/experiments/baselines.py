@@ -27,7 +27,7 @@ from deepautodnn.inference.evaluate import classification_metrics
 from deepautodnn.models import comparators
 from deepautodnn.utils.extras import missing_extra
 from deepautodnn.utils.files import atomic_write_json, read_json
-from deepautodnn.utils.runtime import machine_info, seed_everything
+from deepautodnn.utils.runtime import machine_info, provenance, seed_everything
 
 # --- features -------------------------------------------------------------------------------------
 
@@ -419,6 +419,7 @@ def run_baselines(
         result = run_comparator(name, split, seed=seed, device=device, torch_epochs=torch_epochs, echo=echo)
         result["machine"] = machine
         result["train_limit"] = train_limit
+        result |= provenance()
         atomic_write_json(out_dir / f"{name}.json", result)
         results[name] = result
     return results

@@ -319,12 +319,12 @@ def run_bench(
 ) -> dict:
     """Everything `deepautodnn bench` measures, as one JSON-ready dict."""
     from deepautodnn.data.fashion_mnist import load_fashion_mnist
-    from deepautodnn.utils.runtime import machine_info
+    from deepautodnn.utils.runtime import machine_info, provenance
 
     if what not in ("train", "infer", "all"):
         raise ValueError(f"--what must be train, infer or all, not {what!r}")
     train_x, train_y = load_fashion_mnist("train", data_dir)
-    result = {"benchmark": "deepautodnn bench", "what": what, "machine": machine_info()}
+    result = {"benchmark": "deepautodnn bench", "what": what, "machine": machine_info(), **provenance()}
     # Inference first: training tunes the process's allocator (`utils.runtime.keep_freed_memory`), which
     # `predict` and `serve` processes do not do.
     if what in ("infer", "all"):

@@ -164,8 +164,7 @@ def ablation_markdown(state: dict) -> str:
 
     machine = state.get("machine") or {}
     where = machine.get("cuda") or f"CPU {machine.get('cpu_class', machine.get('cpu', '?'))}"
-    prov = state.get("provenance") or {}
-    origin = f"commit `{prov['commit']}`, `{prov['command']}`" if prov.get("commit") else "commit not recorded"
+    origin = f"commit `{state['commit']}`, `{state['command']}`" if state.get("commit") else "commit not recorded"
     train = state["config"]["train"]
     recipe = (
         f"{train['ae_epochs']} autoencoder, {train['dnn_epochs']} DNN and {train['finetune_epochs']} "
@@ -173,3 +172,36 @@ def ablation_markdown(state: dict) -> str:
     )
     text = render_markdown([Table(*ablation_table(state))]).strip()
     return f"{text}\n\nPreset `{state['preset']}` ({recipe}); {where}; {origin}.\n"
+
+
+def bench_markdown_section(result: dict) -> str:
+    """A `deepautodnn bench` file's own summary, its headings demoted to sit inside a page, with
+    the command and commit that made it."""
+    from deepautodnn.experiments.bench import bench_markdown
+
+    lines = bench_markdown(result).strip().splitlines()[1:]  # the first line is the summary's title
+    body = "\n".join(f"##{line}" if line.startswith("## ") else line for line in lines).strip()
+    commit = result.get("commit") or "not recorded"
+    return f"{body}\n\n`{result.get('command', 'command not recorded')}`, commit {commit}, CPU {result['machine'].get('cpu_class', 'class not recorded')}.\n"
+
+
+def serve_load_markdown(manifest: dict) -> str:
+    """`benchmarks/serve_load.py` files, one row per backend, each linked to its file."""
+    rows = []
+    for name in manifest["files"]:
+        r = read_json(Path(manifest["root"]) / name) if "root" in manifest else read_json(name)
+        used = r.get("backend_used", r["backend"])
+        backend = f"`{r['backend']}`" + (f" (ran `{used}`)" if used != r["backend"] else "")
+        lat = r["latency_ms"]
+        rows.append(
+            [
+                f"{backend} [json]({name})",
+                f"{r['requests_per_second']:,.0f}",
+                *(f"{lat[p]:.0f} ms" for p in ("p50", "p95", "p99")),
+                str(r["errors"]),
+                str(r["wrong_answers"]),
+                f"{r['server_peak_rss_mib']:.0f} MiB",
+            ]
+        )
+    header = ["backend", "requests/s", "p50", "p95", "p99", "errors", "wrong answers", "server peak RSS"]
+    return render_markdown([Table(header, rows)]).strip() + "\n"

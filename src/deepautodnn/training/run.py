@@ -46,7 +46,7 @@ from deepautodnn.training.state import (
 )
 from deepautodnn.utils.extras import MissingExtraError
 from deepautodnn.utils.files import atomic_write_bytes, atomic_write_json, atomic_write_text, read_json
-from deepautodnn.utils.runtime import machine_info, select_device
+from deepautodnn.utils.runtime import machine_info, provenance, select_device
 from deepautodnn.version import __version__
 
 CHECKPOINT_DIR = "checkpoints"
@@ -352,6 +352,7 @@ def _test_and_save(run: _Run, model: DeepAutoDNN, source: RunData) -> dict:
         "world_size": run.ctx.world_size,
         "deterministic": run.deterministic,
         "machine": machine_info(),
+        **provenance(),
     }
     save_model(
         run.run_dir,

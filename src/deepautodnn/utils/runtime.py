@@ -114,12 +114,25 @@ def source_commit() -> str:
     return out.stdout.strip() if out.returncode == 0 else ""
 
 
+def _command_line() -> str:
+    """How this process was started, as a user would retype it."""
+    script = Path(sys.argv[0])
+    if script.name == "__main__.py":
+        first = f"python -m {script.parent.name}"
+    elif script.suffix == ".py":
+        first = f"python {sys.argv[0]}"
+    else:
+        first = script.name  # a console script such as `deepautodnn`
+    return " ".join([first, *sys.argv[1:]])
+
+
 def provenance() -> dict:
-    """What made a result: its command line, the commit, the UTC date and the package version."""
+    """What made a result: its command line, the commit, the UTC date and the package version.
+    Every results file records these beside `machine_info()`."""
     from deepautodnn.version import __version__
 
     return {
-        "command": " ".join(["deepautodnn" if sys.argv[0].endswith("deepautodnn") else sys.argv[0], *sys.argv[1:]]),
+        "command": _command_line(),
         "commit": source_commit(),
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "version": __version__,
