@@ -107,13 +107,18 @@ def train_autoencoder(
 
 
 def _frozen_features(model: DeepAutoDNN, x_u8, prec, cache_limit_gib: float):
-    """The frozen encoder's codes for all of x_u8 as float16, or None if they would not fit."""
+    """The frozen encoder's codes for all of x_u8, or None if they would not fit in the limit.
+
+    Kept in the precision they are computed in: float32 for a float32 run (the `paper` preset), so
+    stage 2 sees exactly the codes it would compute at every step; float16 under bf16 autocast,
+    whose codes carry fewer mantissa bits than float16 holds."""
+    dtype = torch.float16 if prec.bf16 else torch.float32
     shape = (len(x_u8), *model.config.latent_shape)  # (N, C, H', W')
-    if math.prod(shape) * 2 > cache_limit_gib * 2**30:
+    if math.prod(shape) * dtype.itemsize > cache_limit_gib * 2**30:
         return None
     model.encoder.eval()
     # Filled in place, batch by batch, so peak memory is the cache itself, not twice it.
-    feats = torch.empty(shape, dtype=torch.float16, device=x_u8.device)
+    feats = torch.empty(shape, dtype=dtype, device=x_u8.device)
     with torch.inference_mode():
         for start in range(0, len(x_u8), 1024):
             chunk = to_float(x_u8[start : start + 1024], prec.channels_last)  # (B, 1, H, W)
