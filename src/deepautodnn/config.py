@@ -8,6 +8,8 @@ and say so.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import math
 from dataclasses import dataclass, field
 
@@ -191,6 +193,13 @@ class Config:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+    def recipe_sha256(self) -> str:
+        """A fingerprint of every setting but the name: equal fingerprints train the same recipe.
+        `results/preset_recipes.json` pins each preset's, so a changed preset must be re-chosen
+        under docs/protocol.md before its tests pass."""
+        settings = {"model": dataclasses.asdict(self.model), "train": dataclasses.asdict(self.train)}
+        return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
 
     @classmethod
     def from_dict(cls, d: dict) -> Config:
