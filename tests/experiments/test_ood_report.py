@@ -26,13 +26,6 @@ def test_separation_metrics():
     assert flipped["auroc"] == 0.0 and flipped["fpr_at_95_tpr"] == 1.0
 
 
-def test_the_readme_tables_are_rendered_from_results():
-    run = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "render_readme_tables.py"), "--check"], capture_output=True, text=True
-    )
-    assert run.returncode == 0, run.stdout + run.stderr
-
-
 def test_the_benchmark_report_matches_its_json(tiny_run, data_dir, tmp_path):
     out, md = tmp_path / "ood.json", tmp_path / "ood.md"
     env = {**os.environ, "DEEPAUTODNN_DATA": str(data_dir)}

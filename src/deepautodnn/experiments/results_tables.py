@@ -164,7 +164,8 @@ def ablation_markdown(state: dict) -> str:
 
     machine = state.get("machine") or {}
     where = machine.get("cuda") or f"CPU {machine.get('cpu_class', machine.get('cpu', '?'))}"
-    origin = f"commit `{state['commit']}`, `{state['command']}`" if state.get("commit") else "commit not recorded"
+    prov = state.get("provenance") or state  # nested in files written before it was flattened
+    origin = f"commit `{prov['commit']}`, `{prov['command']}`" if prov.get("commit") else "commit not recorded"
     train = state["config"]["train"]
     recipe = (
         f"{train['ae_epochs']} autoencoder, {train['dnn_epochs']} DNN and {train['finetune_epochs']} "
