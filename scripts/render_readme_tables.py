@@ -161,6 +161,7 @@ def render(source: str, view: str | None = None) -> str:
         "claims": lambda r: results_tables.claims_markdown(r, ROOT),
         "table_iv": lambda r: results_tables.table_iv_markdown(r, ROOT),
         "bench": results_tables.bench_markdown_section,
+        "reliability_table": lambda r: results_tables.reliability_markdown(r, ROOT),
         "serve_load_table": lambda r: results_tables.serve_load_markdown(r | {"root": str(ROOT)}),
     }
     return renderers[view or result["benchmark"]](result)

@@ -25,7 +25,14 @@ OUT = RESULTS / "provenance.json"
 
 # Manifests list files and hold no figures; ablation rows and run configs belong to their folder's
 # main file (ablation.json, metrics.json).
-SKIP = {"headline.json", "serve_load.json", "speed_by_cpu.json", "preset_recipes.json", "provenance.json"}
+SKIP = {
+    "headline.json",
+    "serve_load.json",
+    "reliability.json",
+    "speed_by_cpu.json",
+    "preset_recipes.json",
+    "provenance.json",
+}
 
 # Commands of files that do not record one, as results/README.md gives them.
 COMMANDS = {

@@ -206,3 +206,40 @@ def serve_load_markdown(manifest: dict) -> str:
         )
     header = ["backend", "requests/s", "p50", "p95", "p99", "errors", "wrong answers", "server peak RSS"]
     return render_markdown([Table(header, rows)]).strip() + "\n"
+
+
+def reliability_markdown(manifest: dict, root: Path) -> str:
+    """The reliability summary: kills survived, the cost of a checkpoint, fuzz cases, the soak."""
+    kills = read_json(root / manifest["kill_resume"])
+    fuzz = read_json(root / manifest["fuzz"])
+    soak = read_json(root / manifest["soak"])
+    saves = ", ".join(
+        f"`{s['preset']}` {s['bytes'] / 1e6:.0f} MB in {s['seconds_median']:.2f} s" for s in kills["state_save"]
+    )
+    outcomes = sorted({kind for t in fuzz["targets"] for kind in t["outcomes"]} - {"accepted"})
+    rss = soak["server_rss_mib"]
+    rows = [
+        [
+            "kill -9 a training run at random moments and mid-save, Ctrl-C once; resume each time",
+            f"`{kills['command']}`",
+            f"**{kills['survived']} of {kills['interruptions']} survived**; final weights' SHA-256 "
+            + ("**identical**" if kills["weights_identical_to_uninterrupted"] else "**different**")
+            + " to an uninterrupted run",
+        ],
+        ["cost of the per-epoch checkpoint (median save)", "(the same)", saves],
+        [
+            f"fuzz every input reader ({', '.join(t['target'] for t in fuzz['targets'])})",
+            f"`{fuzz['command']}`",
+            f"**{fuzz['total_cases']:,} cases**, "
+            + ("all" if fuzz["all_passed"] else "**not all**")
+            + f" ended accepted or in deepautodnn's own errors ({', '.join(outcomes)})",
+        ],
+        [
+            f"soak: {soak['requests']:,} valid/invalid/oversized requests, {soak['clients']} clients, "
+            f"{soak['slow_clients']} slowloris clients",
+            f"`{soak['command']}`",
+            f"**{soak['server_errors_5xx']} 5xx**, {soak['wrong_answers']} wrong answers, RSS "
+            f"**{rss['growth_percent']:+.1f}%**, server alive after: {'yes' if soak['server_alive_after'] else 'no'}",
+        ],
+    ]
+    return render_markdown([Table(["what", "command", "result"], rows)]).strip() + "\n"
