@@ -133,3 +133,35 @@ def test_report_on_a_folder_without_a_run_is_a_clear_error(tmp_path, capsys):
     assert cli.main(["report", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert str(tmp_path) in err and "metrics.json" in err
+
+
+def test_claims_are_judged_by_the_preset_that_tests_them(report_inputs, data_dir, tmp_path):
+    run_dir, bl, _, out = report_inputs
+    rows = _table_rows((out / "paper_report.md").read_text(), "Claim")
+    architecture = next(v for k, v in rows.items() if k.startswith("The paper's architecture"))
+    assert architecture[-1] == "not measured"  # a `fast` run does not test the paper's architecture
+
+    # A `paper` run given with --with-run is what judges it, beside the `fast` run.
+    paper_run = tmp_path / "paper_run"
+    paper_run.mkdir()
+    metrics = read_json(run_dir / "metrics.json") | {"preset": "paper", "accuracy": paper.TEST_ACCURACY - 0.01}
+    (paper_run / "metrics.json").write_text(__import__("json").dumps(metrics))
+    from deepautodnn.experiments.markdown import render_markdown
+    from deepautodnn.experiments.report import build_report
+
+    md = render_markdown(
+        build_report(run_dir, baselines_dir=bl, with_runs=[paper_run], data_dir=data_dir, timing_repeats=2)
+    )
+    rows = _table_rows(md, "Claim")
+    architecture = next(v for k, v in rows.items() if k.startswith("The paper's architecture"))
+    assert architecture[-1] == "no" and "`paper`" in architecture[1]
+    beats = [k for k in rows if k.startswith("It beats every Table IV method")]
+    assert any("`paper`" in k for k in beats)
+
+
+def test_with_run_without_metrics_is_a_clear_error(report_inputs, tmp_path, capsys):
+    run_dir, _, _, _ = report_inputs
+    rc = cli.main(["report", str(run_dir), "--with-run", str(tmp_path), "--out", str(tmp_path / "o")])
+    assert rc != 0
+    err = capsys.readouterr().err
+    assert str(tmp_path) in err and "metrics.json" in err and "Traceback" not in err
