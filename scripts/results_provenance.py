@@ -4,8 +4,8 @@ commands that results/README.md gives for files made before they recorded everyt
 
 A file that records a field keeps it as it is. For one that does not, `commit` and `date` are
 those of the commit that last wrote the file (`committed_in`): the commit it ran at was not
-recorded, and can only be that one or an earlier one. `tests/test_results_files.py` fails when a
-results file has no entry here, so run this after adding one:
+recorded, and can only be that one or an earlier one. `tests/test_results_files.py` fails when this
+file differs from what the script writes now, so run it after committing a results file:
 
     python scripts/results_provenance.py [--check]
 """
@@ -141,7 +141,7 @@ def main() -> int:
     args = parser.parse_args()
     text = json.dumps(provenance(), indent=2) + "\n"
     if args.check:
-        stale = not OUT.exists() or json.loads(OUT.read_text())["files"].keys() != json.loads(text)["files"].keys()
+        stale = not OUT.exists() or json.loads(OUT.read_text()) != json.loads(text)
         print("results/provenance.json: " + ("stale; run scripts/results_provenance.py" if stale else "current"))
         return int(stale)
     OUT.write_text(text)

@@ -60,16 +60,18 @@ def test_no_evidence_is_never_yes():
 
 
 def test_pretraining_claim_needs_a_gain_above_the_seed_noise():
-    def summary(frozen, finetuned, scratch, std=0.002):
+    def summary(frozen, finetuned, scratch, std=0.002, seeds=(0, 1, 2)):
         return [
-            {"variant": v, "labels": 1000, "test_accuracy_mean": a, "test_accuracy_std": std}
+            {"variant": v, "labels": 1000, "test_accuracy_mean": a, "test_accuracy_std": std, "seeds": list(seeds)}
             for v, a in (("frozen", frozen), ("finetuned", finetuned), ("scratch", scratch))
         ]
 
     helps = Evidence(ablation_summary=summary(0.84, 0.87, 0.85))
     within_noise = Evidence(ablation_summary=summary(0.84, 0.861, 0.86))
+    one_seed = Evidence(ablation_summary=summary(0.84, 0.87, 0.85, std=None, seeds=(0,)))
     assert holds(helps, "Autoencoder pretraining") == ["yes"]
     assert holds(within_noise, "Autoencoder pretraining") == ["no"]
+    assert holds(one_seed, "Autoencoder pretraining") == [NOT_MEASURED]
 
 
 def test_table_v_gap_is_measured_against_the_papers_f1():
@@ -79,6 +81,11 @@ def test_table_v_gap_is_measured_against_the_papers_f1():
     assert holds(Evidence(per_class_f1=far, per_class_source="s"), "Per-class F1") == ["no"]
     text = next(v.ours for v in judge_claims(Evidence(per_class_f1=far)) if v.claim.startswith("Per-class"))
     assert "Dress" in text and "+2.1" in text
+
+
+def test_table_v_without_its_classes_is_not_measured():
+    ev = Evidence(per_class_f1={"cat": 0.9}, per_class_source="s")
+    assert holds(ev, "Per-class F1") == [NOT_MEASURED]
 
 
 def test_latency_holds_at_one_ms_or_less_per_preset():

@@ -125,7 +125,9 @@ def _pretraining_helps(ev: Evidence) -> Verdict:
     for labels in budgets:
         scratch = rows.get(("scratch", labels))
         pretrained = [rows[(v, labels)] for v in ("frozen", "finetuned") if (v, labels) in rows]
-        if scratch and pretrained:
+        # One seed says nothing about noise: a cell counts once it has two seeds or more.
+        pretrained = [p for p in pretrained if len(p.get("seeds", ())) >= 2]
+        if scratch and len(scratch.get("seeds", ())) >= 2 and pretrained:
             best = max(pretrained, key=lambda s: s["test_accuracy_mean"])
             noise = max(best.get("test_accuracy_std") or 0.0, scratch.get("test_accuracy_std") or 0.0)
             gain = best["test_accuracy_mean"] - scratch["test_accuracy_mean"]
@@ -147,6 +149,8 @@ def _table_v(ev: Evidence) -> Verdict:
     gaps = {
         name: ev.per_class_f1[name] * 100 - paper.TABLE_V[name][2] for name in paper.TABLE_V if name in ev.per_class_f1
     }
+    if not gaps:
+        return Verdict(claim, "Table V", "no class of Table V among the results", NOT_MEASURED)
     worst = max(gaps, key=lambda name: abs(gaps[name]))
     ours_weakest = min(ev.per_class_f1, key=ev.per_class_f1.get)
     paper_weakest = min(paper.TABLE_V, key=lambda name: paper.TABLE_V[name][2])
@@ -202,7 +206,7 @@ def accuracy_of_seeds(path: str | Path) -> PresetAccuracy:
     """A `benchmarks/fast_preset.py` file: the preset it trained and each seed's test accuracy."""
     r = read_json(path)
     accuracies = tuple(seed["test_accuracy"] for seed in r["per_seed"])
-    return PresetAccuracy(r.get("preset_trained", r["preset"]), accuracies, str(path), _where(r))
+    return PresetAccuracy(r.get("preset_trained") or r["preset"], accuracies, str(path), _where(r))
 
 
 def _where(record: dict) -> str:
