@@ -22,6 +22,8 @@ import re
 import sys
 from pathlib import Path
 
+from deepautodnn.utils.runtime import recorded_cpu_class
+
 ROOT = Path(__file__).resolve().parent.parent
 BLOCK = re.compile(
     r"(<!-- begin generated: (?P<src>[^ ]+)(?: (?P<view>\w+))? -->\n)(?P<body>.*?)(<!-- end generated -->)", re.S
@@ -49,16 +51,6 @@ def cli_startup_markdown(result: dict) -> str:
         f"\nMedians of {result['repeats']} fresh processes each (wall time, peak RSS); {cpu}; `{result['command']}`.\n"
     )
     return "\n".join(lines) + "\n"
-
-
-def cpu_class_of(result: dict) -> str:
-    """The CPU class a results file was measured on; files from before it was recorded had only
-    the bf16 flag and torch's capability."""
-    machine = result["machine"]
-    if "cpu_class" in machine:
-        return machine["cpu_class"]
-    capability = machine["cpu_capability"].lower()
-    return "avx512-bf16" if machine["cpu_bf16"] else ("avx512" if capability.startswith("avx512") else capability)
 
 
 def _fast_preset_cell(r: dict) -> str:
@@ -132,7 +124,9 @@ def speed_markdown(result: dict) -> str:
     for kind, files in result["sources"].items():
         for name in files:
             source = json.loads((ROOT / name).read_text())
-            cells[kind].setdefault(cpu_class_of(source), []).append(f"{SPEED_ROWS[kind][1](source)} [json]({name})")
+            cells[kind].setdefault(recorded_cpu_class(source["machine"]), []).append(
+                f"{SPEED_ROWS[kind][1](source)} [json]({name})"
+            )
     classes = result["classes"]
     lines = [
         "| figure | " + " | ".join(CLASS_TITLES.get(c, c) for c in classes) + " |",
@@ -162,7 +156,7 @@ def render(source: str, view: str | None = None) -> str:
         "table_iv": lambda r: results_tables.table_iv_markdown(r, ROOT),
         "bench": results_tables.bench_markdown_section,
         "reliability_table": lambda r: results_tables.reliability_markdown(r, ROOT),
-        "serve_load_table": lambda r: results_tables.serve_load_markdown(r | {"root": str(ROOT)}),
+        "serve_load_table": lambda r: results_tables.serve_load_markdown(r, ROOT),
     }
     return renderers[view or result["benchmark"]](result)
 

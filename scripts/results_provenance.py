@@ -19,6 +19,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from deepautodnn.utils.runtime import recorded_cpu_class
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "results"
 OUT = RESULTS / "provenance.json"
@@ -32,6 +34,8 @@ SKIP = {
     "speed_by_cpu.json",
     "preset_recipes.json",
     "provenance.json",
+    "recipe_trials.json",  # validation trials, each with its own command and commit
+    "config.json",
 }
 
 # Commands of files that do not record one, as results/README.md gives them.
@@ -54,11 +58,7 @@ MACHINES = {
 
 
 def results_files() -> list[Path]:
-    return sorted(
-        p
-        for p in RESULTS.rglob("*.json")
-        if p.name not in SKIP and "rows" not in p.parts and p.name != "config.json" and p.name != "recipe_trials.json"
-    )
+    return sorted(p for p in RESULTS.rglob("*.json") if p.name not in SKIP and "rows" not in p.parts)
 
 
 def _git(*args: str) -> str:
@@ -73,11 +73,7 @@ def machine_class(record: dict, rel: str) -> str | None:
     machine = record.get("machine") or {}
     if machine.get("cuda"):
         return f"GPU {machine['cuda']}"
-    if "cpu_class" in machine:
-        return machine["cpu_class"]
-    if "cpu_bf16" in machine:
-        return "avx512-bf16" if machine["cpu_bf16"] else machine.get("cpu_capability", "").lower() or None
-    return _lookup(MACHINES, rel)
+    return recorded_cpu_class(machine) or _lookup(MACHINES, rel)
 
 
 def _nested_seeds(value):

@@ -18,8 +18,9 @@ from pathlib import Path
 
 from deepautodnn import paper
 from deepautodnn.utils.files import read_json
+from deepautodnn.utils.runtime import recorded_cpu_class
 
-MEASURED, NOT_MEASURED = ("yes", "no"), "not measured"
+NOT_MEASURED = "not measured"
 TABLE_V_TOLERANCE = 2.0  # F1 points: "the same per-class figures" within this
 
 
@@ -36,9 +37,14 @@ class PresetAccuracy:
     def mean(self) -> float:
         return statistics.fmean(self.accuracies)
 
+    @property
+    def std(self) -> float | None:
+        """Sample standard deviation over the seeds; None for one seed."""
+        return statistics.stdev(self.accuracies) if len(self.accuracies) > 1 else None
+
     def describe(self) -> str:
         n = len(self.accuracies)
-        spread = f" ± {statistics.stdev(self.accuracies) * 100:.2f}" if n > 1 else ""
+        spread = f" ± {self.std * 100:.2f}" if n > 1 else ""
         seeds = f"{n} seeds" if n > 1 else "1 seed"
         where = f", {self.where}" if self.where else ""
         return f"`{self.preset}`: {self.mean * 100:.2f}%{spread} ({seeds}{where})"
@@ -213,5 +219,4 @@ def _where(record: dict) -> str:
     machine = record.get("machine") or {}
     if machine.get("cuda"):
         return machine["cuda"]
-    cpu_class = machine.get("cpu_class") or ("avx512-bf16" if machine.get("cpu_bf16") else "")
-    return f"CPU {cpu_class}".strip()
+    return f"CPU {recorded_cpu_class(machine) or ''}".strip()

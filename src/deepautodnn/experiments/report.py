@@ -284,17 +284,16 @@ def build_report(
     if ablation is not None:
         from deepautodnn.experiments.ablation import ablation_table
 
-        state = ablation
-        device = (state.get("machine") or {}).get("cuda") or (state.get("machine") or {}).get("cpu", "?")
+        device = (ablation.get("machine") or {}).get("cuda") or (ablation.get("machine") or {}).get("cpu", "?")
         blocks += [
             Heading("Ablations (not in the paper)"),
             Paragraph(
-                f"Preset {state['preset']} architecture, test accuracy, mean ± sample std over seeds, "
+                f"Preset {ablation['preset']} architecture, test accuracy, mean ± sample std over seeds, "
                 f"run on {device}. frozen: the paper's way (encoder frozen after pretraining); "
                 f"finetuned: pretrained, then trained end to end; scratch: no autoencoder "
                 f"pretraining. The autoencoder pretrains on all training images without labels."
             ),
-            Table(*ablation_table(state)),
+            Table(*ablation_table(ablation)),
         ]
     return blocks
 

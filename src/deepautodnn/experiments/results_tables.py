@@ -23,7 +23,7 @@ from deepautodnn.experiments.markdown import Table, render_markdown
 from deepautodnn.utils.files import read_json
 
 
-def _link(root: Path, path: str, text: str | None = None) -> str:
+def _link(path: str, text: str | None = None) -> str:
     return f"[{text or Path(path).name}]({path})"
 
 
@@ -49,26 +49,24 @@ def _latencies(root: Path, entries: list[dict]) -> list[Latency]:
     return out
 
 
+def _accuracies(manifest: dict, root: Path) -> list[PresetAccuracy]:
+    """Each preset's test accuracy, from the manifest's seed files, then its run directories."""
+    seeds = [accuracy_of_seeds(root / f) for f in manifest.get("seed_files", [])]
+    return seeds + [accuracy_of_run(root / d) for d in manifest.get("run_dirs", [])]
+
+
 def evidence(manifest: dict, root: Path) -> Evidence:
     """What the README's verdicts read, from the files the manifest names."""
-    accuracy = [accuracy_of_seeds(root / f) for f in manifest.get("seed_files", [])]
-    accuracy += [accuracy_of_run(root / d) for d in manifest.get("run_dirs", [])]
     ablation = read_json(root / manifest["ablation"] / "ablation.json") if manifest.get("ablation") else {}
     per_class = read_json(root / manifest["per_class_run"] / "metrics.json") if manifest.get("per_class_run") else {}
     return Evidence(
-        accuracy=[_relative(a, root) for a in accuracy],
+        accuracy=_accuracies(manifest, root),
         comparators=_comparators(root, manifest.get("comparators")),
         latency=_latencies(root, manifest.get("latency", [])),
         ablation_summary=ablation.get("summary", []),
         per_class_f1={name: m["f1"] for name, m in per_class.get("per_class", {}).items()},
         per_class_source=f"`{per_class.get('preset')}` seed {per_class.get('seed')}" if per_class else "",
     )
-
-
-def _relative(a: PresetAccuracy, root: Path) -> PresetAccuracy:
-    source = Path(a.source)
-    rel = str(source.relative_to(root)) if source.is_absolute() and source.is_relative_to(root) else a.source
-    return PresetAccuracy(a.preset, a.accuracies, rel, a.where)
 
 
 def claims_markdown(manifest: dict, root: Path) -> str:
@@ -90,7 +88,7 @@ def headline_markdown(manifest: dict, root: Path) -> str:
                 f"**{a.mean * 100:.2f}%** ± {_std(a)} ({seeds})",
                 f"{r['wall_seconds_mean'] / 60:.1f} min per run",
                 a.where,
-                _link(root, f),
+                _link(f),
             ]
         )
     for d in manifest.get("run_dirs", []):
@@ -102,7 +100,7 @@ def headline_markdown(manifest: dict, root: Path) -> str:
                 f"**{a.mean * 100:.2f}%** (seed {m.get('seed')})",
                 f"{m.get('train_seconds', 0) / 60:.1f} min",
                 a.where,
-                _link(root, f"{d}/metrics.json", f"{Path(d).name}/"),
+                _link(f"{d}/metrics.json", f"{Path(d).name}/"),
             ]
         )
     rebuilt = [r for r in _comparators(root, manifest.get("comparators")).values() if r.get("paper_row")]
@@ -114,7 +112,7 @@ def headline_markdown(manifest: dict, root: Path) -> str:
                 f"{top['accuracy'] * 100:.2f}% (seed {top.get('seed', 0)})",
                 f"{top['train_seconds'] / 60:.1f} min",
                 "CPU",
-                _link(root, f"{manifest['comparators']}/{top['name']}.json"),
+                _link(f"{manifest['comparators']}/{top['name']}.json"),
             ]
         )
     rows.append(["the paper (Table IV)", f"{paper.TEST_ACCURACY * 100:.2f}%", "", "", ""])
@@ -123,9 +121,7 @@ def headline_markdown(manifest: dict, root: Path) -> str:
 
 
 def _std(a: PresetAccuracy) -> str:
-    import statistics
-
-    return f"{statistics.stdev(a.accuracies) * 100:.2f}" if len(a.accuracies) > 1 else "-"
+    return "-" if a.std is None else f"{a.std * 100:.2f}"
 
 
 def table_iv_markdown(manifest: dict, root: Path) -> str:
@@ -135,7 +131,7 @@ def table_iv_markdown(manifest: dict, root: Path) -> str:
     rows = []
     for name, paper_acc in paper.TABLE_IV.items():
         if name == "DeepAutoNN-ours":
-            for a in evidence(manifest, root).accuracy:
+            for a in _accuracies(manifest, root):
                 rows.append([f"DeepAutoNN, `{a.preset}` ({a.where})", f"{paper_acc * 100:.2f}%", _acc(a), "", ""])
         elif name in by_row:
             r = by_row[name]
@@ -186,11 +182,11 @@ def bench_markdown_section(result: dict) -> str:
     return f"{body}\n\n`{result.get('command', 'command not recorded')}`, commit {commit}, CPU {result['machine'].get('cpu_class', 'class not recorded')}.\n"
 
 
-def serve_load_markdown(manifest: dict) -> str:
+def serve_load_markdown(manifest: dict, root: Path) -> str:
     """`benchmarks/serve_load.py` files, one row per backend, each linked to its file."""
     rows = []
     for name in manifest["files"]:
-        r = read_json(Path(manifest["root"]) / name) if "root" in manifest else read_json(name)
+        r = read_json(root / name)
         used = r.get("backend_used", r["backend"])
         backend = f"`{r['backend']}`" + (f" (ran `{used}`)" if used != r["backend"] else "")
         lat = r["latency_ms"]

@@ -139,6 +139,17 @@ def provenance() -> dict:
     }
 
 
+def recorded_cpu_class(machine: dict) -> str | None:
+    """The CPU class of a `machine_info()` record; records from before `cpu_class` was kept had
+    only the bf16 flag and torch's capability. None when the record says neither."""
+    if "cpu_class" in machine:
+        return machine["cpu_class"]
+    if "cpu_bf16" not in machine:
+        return None
+    capability = machine.get("cpu_capability", "").lower()
+    return "avx512-bf16" if machine["cpu_bf16"] else ("avx512" if capability.startswith("avx512") else capability)
+
+
 _M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4  # glibc's mallopt parameters (malloc.h)
 
 
