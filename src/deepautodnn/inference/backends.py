@@ -9,6 +9,7 @@ import torch
 
 from deepautodnn.inference.graph import OUTPUT_FIELDS, GraphOutputs, InferenceGraph, load_graph
 from deepautodnn.inference.names import BACKEND_FILE, BACKENDS, INT8_ONNX_FILE, ONNX_FILE
+from deepautodnn.models.pretrained import resolve_model_dir
 from deepautodnn.utils.extras import missing_extra
 
 
@@ -189,7 +190,8 @@ def choose_auto(model_dir: str | Path):
 def make_backend(model_dir: str | Path, backend: str = "auto", echo=None):
     """A backend for a model directory. "auto" is the one `deepautodnn export` chose (see BACKEND_FILE),
     re-checked first on a CPU unlike the one it was chosen on (`choose_auto`); `echo`, if given, gets
-    one line saying what "auto" chose and why."""
+    one line saying what "auto" chose and why. `model_dir` may be a pretrained name."""
+    model_dir = resolve_model_dir(model_dir)
     if backend == "auto":
         chosen, reason = choose_auto(model_dir)
         if echo is not None:

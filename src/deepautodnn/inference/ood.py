@@ -38,6 +38,7 @@ import numpy as np
 import torch
 
 from deepautodnn.models.hybrid import ConvAutoencoder, reconstruction_error, to_unit
+from deepautodnn.models.pretrained import resolve_model_dir
 from deepautodnn.utils.files import atomic_write_json, read_json, read_verified, write_with_checksum
 
 UNKNOWN_FILE = "unknown.json"
@@ -284,8 +285,10 @@ class UnknownDetector:
 
     @classmethod
     def load(cls, model_dir: str | Path) -> UnknownDetector | TwoSignalDetector | None:
-        """The model directory's detector, its reference autoencoder attached; None if it has none."""
-        path = Path(model_dir) / UNKNOWN_FILE
+        """The model directory's (or pretrained name's) detector, its reference autoencoder attached;
+        None if it has none."""
+        model_dir = resolve_model_dir(model_dir)
+        path = model_dir / UNKNOWN_FILE
         if not path.exists():
             return None
         data = read_json(path)

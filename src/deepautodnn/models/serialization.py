@@ -18,6 +18,7 @@ from safetensors.torch import save as save_safetensors_bytes
 from deepautodnn.config import Config
 from deepautodnn.errors import ModelFileError
 from deepautodnn.models.hybrid import DeepAutoDNN
+from deepautodnn.models.pretrained import resolve_model_dir
 from deepautodnn.utils.files import atomic_write_json, read_json, read_verified, write_with_checksum
 from deepautodnn.version import __version__
 
@@ -36,6 +37,9 @@ FORMAT_VERSION = 2  # 2: weights files carry a .sha256 beside them
 MAX_HEADER_BYTES = 100 * 2**20  # safetensors' own limit on its JSON header
 
 
+HALF_STORAGE = (torch.float16, torch.bfloat16)  # accepted on disk for float32 weights, widened on load
+
+
 def plain_tensors(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Contiguous CPU copies: safetensors refuses shared or non-contiguous storage."""
     return {k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()}
@@ -50,6 +54,11 @@ def save_weights(path: str | os.PathLike, model: torch.nn.Module) -> str:
 
 def _expected_tensor_bytes(model: torch.nn.Module) -> int:
     return sum(v.numel() * v.element_size() for v in model.state_dict().values())
+
+
+def _least_tensor_bytes(model: torch.nn.Module) -> int:
+    """The smallest weights file `model` can have: its float32 tensors stored in half precision."""
+    return sum(v.numel() * (2 if v.dtype == torch.float32 else v.element_size()) for v in model.state_dict().values())
 
 
 def parse_safetensors(data: bytes, path) -> dict[str, torch.Tensor]:
@@ -75,6 +84,8 @@ def load_weights(path: str | os.PathLike, model: torch.nn.Module, *, require_che
             f"{path}: weights do not match the config (missing {missing[:3]}, unexpected {unexpected[:3]})"
         )
     for name, value in tensors.items():
+        if value.dtype in HALF_STORAGE and expected[name].dtype == torch.float32:
+            value = tensors[name] = value.float()  # weights shipped in half precision (a pretrained model)
         if value.shape != expected[name].shape or value.dtype != expected[name].dtype:
             raise ModelFileError(
                 f"{path}: weights do not match the config ({name} is {value.dtype} "
@@ -109,7 +120,7 @@ def load_config(model_dir: str | os.PathLike) -> Config:
 def load_config_record(model_dir: str | os.PathLike) -> tuple[Config, dict]:
     """The directory's Config, and its whole `config.json` (seed, data, format_version, ...),
     read once and checked."""
-    model_dir = Path(model_dir)
+    model_dir = resolve_model_dir(model_dir)
     if not model_dir.is_dir():
         raise ModelFileError(f"{model_dir}: model directory not found")
     raw = read_json(model_dir / CONFIG_FILE)
@@ -131,22 +142,24 @@ def checksums_required(record: dict) -> bool:
 
 
 def load_model(model_dir: str | os.PathLike, device: str | torch.device = "cpu") -> DeepAutoDNN:
-    """Rebuild a trained DeepAutoDNN from its directory, in eval mode on `device`.
+    """Rebuild a trained DeepAutoDNN from its directory (or a pretrained name, such as
+    "fashion-mnist": see `deepautodnn.models.pretrained`), in eval mode on `device`.
 
     The weights must match their `.sha256` and the config's names and shapes exactly; anything
     else is a ModelFileError that names the file. The network is first built on the "meta"
     device (no memory), so a config asking for a huge network fails before any allocation.
     """
+    model_dir = resolve_model_dir(model_dir)
     cfg, record = load_config_record(model_dir)
-    path = Path(model_dir) / WEIGHTS_FILE
+    path = model_dir / WEIGHTS_FILE
     with torch.device("meta"):
-        needed = _expected_tensor_bytes(DeepAutoDNN(cfg.model))
+        needed = _least_tensor_bytes(DeepAutoDNN(cfg.model))
     if not path.is_file():
         raise ModelFileError(f"{path}: file not found")
     size = path.stat().st_size
     if size < needed:
         raise ModelFileError(
-            f"{path}: {size} bytes, but the config's network needs {needed} bytes "
+            f"{path}: {size} bytes, but the config's network needs at least {needed} bytes "
             "of weights; the file is truncated or belongs to another config"
         )
     model = DeepAutoDNN(cfg.model)

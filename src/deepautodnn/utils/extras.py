@@ -13,6 +13,8 @@ EXTRAS = {  # what each extra needs; [serve] also brings httptools, uvloop and o
     "serve": ("fastapi", "uvicorn", "multipart"),
     "onnx": ("onnx", "onnxruntime", "onnxscript"),
     "report": ("matplotlib", "skimage"),
+    "catalogue": ("pyarrow",),
+    "ray": ("ray", "pyarrow"),
 }
 
 

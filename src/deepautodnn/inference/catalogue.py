@@ -1,0 +1,226 @@
+"""A whole catalogue classified in one pass: `classify_catalogue(model, sources, out)`, behind
+`deepautodnn predict MODEL SOURCE... --out labels.parquet`.
+
+Worker processes decode and preprocess the photos (the costly part: a 600x500 JPEG takes several
+milliseconds, the network well under one); this process gathers their model inputs into batches,
+runs the model and the unknown-input detector on each, and appends the rows to the output as each
+batch finishes (`catalogue_output`). At most a few chunks of paths are in flight at once, so memory
+stays flat however large the catalogue. A rerun skips the files the output already holds, so the
+same command resumes after a crash. An unreadable file is a row with its error.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import sys
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import asdict, dataclass
+from itertools import islice
+
+import numpy as np
+
+from deepautodnn.data.preprocess import ImageError, load_preprocessed
+from deepautodnn.errors import DeepAutoDNNError
+from deepautodnn.inference.catalogue_output import error_row, open_output, result_row
+from deepautodnn.inference.catalogue_sources import catalogue_paths
+from deepautodnn.inference.predict import prediction_record, run_with_detection
+
+CHUNK = 16  # paths per task sent to a worker: large enough to amortise the hop, small enough to balance
+CHUNKS_IN_FLIGHT_PER_WORKER = 4  # bounds memory: decoded inputs waiting for the model
+
+
+@dataclass
+class CatalogueSummary:
+    out: str
+    classified: int = 0  # rows with a label written by this run
+    errors: int = 0  # rows with an error written by this run
+    unknown: int = 0  # of the classified, flagged unknown
+    skipped: int = 0  # already in the output from an earlier run
+    seconds: float = 0.0
+    engine: str = "local"
+
+    @property
+    def images_per_s(self) -> float:
+        return (self.classified + self.errors) / self.seconds if self.seconds > 0 else 0.0
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "images_per_s": self.images_per_s}
+
+    def line(self) -> str:
+        return (
+            f"{self.classified} classified ({self.unknown} unknown), {self.errors} unreadable, "
+            f"{self.skipped} already in {self.out}; {self.images_per_s:.0f} images/s"
+        )
+
+
+def prepare_chunk(paths: list[str], size: int) -> list[tuple[str, np.ndarray | None, dict | None, str | None]]:
+    """(file, model input (size, size) uint8, evidence, error) per path; runs in a worker."""
+    out = []
+    for path in paths:
+        try:
+            prepared = load_preprocessed(path, size, name=path)
+        except ImageError as err:
+            out.append((path, None, None, str(err)))
+        except OSError as err:  # a read error in the middle of a file, a vanished mount
+            out.append((path, None, None, f"{path}: {err.strerror or err}"))
+        else:
+            out.append((path, prepared.image, prepared.evidence, None))
+    return out
+
+
+def prepared_inputs(paths: Iterator[str], size: int, workers: int) -> Iterator[tuple]:
+    """prepare_chunk's tuples for every path, in order; across `workers` processes (0: here)."""
+    chunks = iter(lambda: list(islice(paths, CHUNK)), [])
+    if workers == 0:
+        for chunk in chunks:
+            yield from prepare_chunk(chunk, size)
+        return
+    # forkserver: the workers don't inherit this process's torch threads or model
+    method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(method)) as pool:
+        pending: deque = deque()
+        try:
+            for chunk in chunks:
+                pending.append(pool.submit(prepare_chunk, chunk, size))
+                if len(pending) >= workers * CHUNKS_IN_FLIGHT_PER_WORKER:
+                    yield from pending.popleft().result()
+            while pending:
+                yield from pending.popleft().result()
+        except BrokenProcessPool:
+            raise DecodingWorkerDied(
+                "a decoding worker process died (killed, or out of memory); the rows written so far are kept: "
+                "rerun the same command to continue, with fewer --workers if memory is short"
+            ) from None
+
+
+class DecodingWorkerDied(DeepAutoDNNError):
+    """A worker process of the catalogue's pool died; what was written is kept."""
+
+
+def default_workers() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def load_runner(model, backend: str = "auto", echo: Callable[[str], None] | None = None):
+    """(backend, unknown detector or None, class names, input size) for a model directory or name."""
+    from deepautodnn.inference.backends import make_backend
+    from deepautodnn.inference.ood import UnknownDetector
+    from deepautodnn.models.pretrained import resolve_model_dir
+    from deepautodnn.models.serialization import load_config
+
+    model_dir = resolve_model_dir(model)
+    cfg = load_config(model_dir)
+    runner = make_backend(model_dir, backend, echo=echo)
+    detector = UnknownDetector.load(model_dir)
+    return runner, detector, list(cfg.model.class_names), cfg.model.image_size
+
+
+def classify_batch(runner, detector, class_names, prepared: list[tuple], top_k: int) -> list[dict]:
+    """Output rows for a batch of prepare_chunk tuples: the model's answer, or the file's error."""
+    good = [p for p in prepared if p[3] is None]
+    rows_by_file = {}
+    if good:
+        images = np.stack([p[1] for p in good])  # (N, size, size) uint8
+        out, scores = run_with_detection(runner, detector, images, [p[2] for p in good])
+        k = max(1, min(top_k, len(class_names)))
+        for i, (file, *_rest) in enumerate(good):
+            score = None if scores is None else scores[i]
+            rows_by_file[i] = result_row(prediction_record(file, out.proba[i], class_names, k, score))
+    rows, i = [], 0
+    for file, _image, _evidence, error in prepared:
+        if error is None:
+            rows.append(rows_by_file[i])
+            i += 1
+        else:
+            rows.append(error_row(file, error))
+    return rows
+
+
+def classify_catalogue(
+    model,
+    sources: Iterable[str],
+    out: str | os.PathLike,
+    *,
+    top_k: int = 3,
+    batch_size: int = 256,
+    workers: int | None = None,
+    backend: str = "auto",
+    progress: bool = True,
+    echo: Callable[[str], None] | None = None,
+) -> CatalogueSummary:
+    """Classify every image the `sources` name into the file `out` (.parquet, .csv or .jsonl),
+    skipping the files it already holds. `model` is a model directory or a pretrained name;
+    `workers` decoding processes (default: one per core; 0 decodes here)."""
+    if top_k < 1:
+        raise ValueError("--top-k must be >= 1")
+    if batch_size < 1:
+        raise ValueError("--batch-size must be >= 1")
+    workers = default_workers() if workers is None else workers
+    if workers < 0:
+        raise ValueError("--workers must be >= 0")
+    runner, detector, class_names, size = load_runner(model, backend, echo)
+    _share_cores(workers)
+    output = open_output(out)
+    summary = CatalogueSummary(out=str(out), engine="local")
+    todo = skip_done(catalogue_paths(sources), output.done, summary)
+    bar = progress_bar(progress)
+    start = time.perf_counter()
+    try:
+        prepared = prepared_inputs(todo, size, workers)
+        while batch := list(islice(prepared, batch_size)):
+            rows = classify_batch(runner, detector, class_names, batch, top_k)
+            output.write(rows)
+            count_rows(summary, rows)
+            bar.update(len(rows))
+    finally:
+        summary.seconds = time.perf_counter() - start
+        bar.close()
+        output.close()  # Parquet: the file is rewritten with every finished row, even on Ctrl-C
+    return summary
+
+
+def skip_done(paths: Iterator[str], done: set[str], summary: CatalogueSummary) -> Iterator[str]:
+    for path in paths:
+        if path in done:
+            summary.skipped += 1
+        else:
+            done.add(path)  # named twice by the sources: classified once
+            yield path
+
+
+def count_rows(summary: CatalogueSummary, rows: list[dict]) -> None:
+    for r in rows:
+        if r["error"] is None:
+            summary.classified += 1
+            summary.unknown += bool(r["unknown"])
+        else:
+            summary.errors += 1
+
+
+def _share_cores(workers: int) -> None:
+    """With decoding workers on every core, the model's own threads would only contend with them."""
+    import torch
+
+    cores = default_workers()
+    torch.set_num_threads(max(1, cores - workers) if workers else cores)
+
+
+class _NoBar:
+    def update(self, n: int) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def progress_bar(show: bool):
+    if not show:
+        return _NoBar()
+    from tqdm import tqdm
+
+    return tqdm(unit="img", desc="classifying", file=sys.stderr, smoothing=0.1)
