@@ -55,11 +55,39 @@ def get_args_parser() -> argparse.ArgumentParser:
     e.add_argument("--split", default="test", choices=["test", "val"], help="split to evaluate (default: test)")
     e.add_argument("--json", action="store_true", help="print one JSON object instead of Markdown")
 
-    p = sub.add_parser("predict", help="classify image files (PNG, JPEG, ...)")
-    p.add_argument("model_dir")
-    p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR")
+    p = sub.add_parser(
+        "predict",
+        help="classify image files (PNG, JPEG, ...), or a whole catalogue into one file with --out",
+    )
+    p.add_argument("model_dir", metavar="MODEL", help="a model directory, or a pretrained name (`deepautodnn models`)")
+    p.add_argument(
+        "inputs",
+        nargs="+",
+        metavar="SOURCE",
+        help="image files and folders; with --out also a folder searched recursively, a glob "
+        "('shop/**/*.jpg') or a manifest (.txt/.lst: a path per line; .csv: a path or file column)",
+    )
     p.add_argument("--top-k", type=int, default=3, help="classes to list per image (default: 3)")
     p.add_argument("--format", default="table", choices=["table", "json", "csv"], help="output format (default: table)")
+    p.add_argument(
+        "--out",
+        metavar="FILE",
+        help="catalogue mode: write every row to FILE (.parquet, .csv or .jsonl) as batches finish; "
+        "rerunning the same command skips the files already in it",
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        help="catalogue mode: processes decoding images (default: one per core; 0: none)",
+    )
+    p.add_argument(
+        "--engine",
+        default="local",
+        choices=["local", "ray"],
+        help="catalogue mode: local processes (default), or Ray Data on $RAY_ADDRESS or a local Ray",
+    )
+    p.add_argument("--batch-size", type=int, default=256, help="catalogue mode: images per model batch (default: 256)")
+    p.add_argument("--no-progress", action="store_true", help="catalogue mode: no progress bar")
     p.add_argument(
         "--backend",
         default="auto",
@@ -181,6 +209,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     q.add_argument("--steps", metavar="PNG", help="write every step as a row of titled panels to this PNG")
     q.add_argument("--out", metavar="PNG", help="write the model input (8-bit grey) to this PNG")
 
+    m = sub.add_parser("models", help="the pretrained models that ship with deepautodnn, by name")
+    m.add_argument("--json", action="store_true", help="print JSON")
+    m.add_argument("--path", metavar="NAME", help="print only the folder of pretrained model NAME")
+
     i = sub.add_parser("info", help="versions, device and where the dataset is")
     i.add_argument("--data-dir", help="also look in this folder for the dataset")
     return parser
@@ -262,6 +294,10 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_predict(args) -> int:
+    if args.out:
+        return predict_catalogue(args)
+    if args.workers is not None or args.engine != "local":
+        raise ValueError("--workers and --engine go with --out (catalogue mode)")
     from deepautodnn.inference.ood import UNKNOWN_FILE, UnknownDetector
     from deepautodnn.inference.predict import predict_files
     from deepautodnn.models.serialization import load_model
@@ -307,6 +343,42 @@ def cmd_predict(args) -> int:
         print("deepautodnn: no image files found in the given inputs", file=sys.stderr)
         return 1
     return 1 if report.errors else 0
+
+
+def predict_catalogue(args) -> int:
+    """`predict --out`: every image the sources name, one row each, into one file."""
+    kwargs = dict(top_k=args.top_k, batch_size=args.batch_size, backend=args.backend, progress=not args.no_progress)
+    if args.engine == "ray":
+        from deepautodnn.inference.ray_engine import classify_catalogue_ray as classify
+
+        kwargs["cpus"] = args.workers
+    else:
+        from deepautodnn.inference.catalogue import classify_catalogue as classify
+
+        kwargs["workers"] = args.workers
+    try:
+        summary = classify(args.model_dir, args.inputs, args.out, echo=_stderr, **kwargs)
+    except KeyboardInterrupt:
+        _stderr(f"deepautodnn: interrupted; the rows written so far are in {args.out} (rerun to continue)")
+        return 130
+    _stderr(f"deepautodnn: {summary.line()}")
+    return 0
+
+
+def cmd_models(args) -> int:
+    from deepautodnn.models.pretrained import pretrained_dir, pretrained_models
+
+    if args.path:
+        print(pretrained_dir(args.path))
+        return 0
+    rows = pretrained_models()
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    for r in rows:
+        acc = "not installed" if not r["installed"] else f"test accuracy {r['test_accuracy'] * 100:.2f}%"
+        print(f"{r['name']:16} {acc:24} {r['description']}")
+    return 0
 
 
 def cmd_serve(args) -> int:
@@ -605,8 +677,25 @@ COMMANDS = {
     "ablate": cmd_ablate,
     "bench": cmd_bench,
     "preprocess": cmd_preprocess,
+    "models": cmd_models,
     "info": cmd_info,
 }
+
+WRITES_MODEL_DIR = {"export", "calibrate"}  # commands that write into the model directory
+
+
+def resolve_model_arg(args) -> None:
+    """A pretrained name in MODEL becomes its shipped folder; commands that would write into it
+    are refused rather than changing the installed package."""
+    from deepautodnn.models.pretrained import is_pretrained_name, resolve_model_dir
+
+    resolved = resolve_model_dir(args.model_dir)
+    if args.command in WRITES_MODEL_DIR and is_pretrained_name(args.model_dir) and str(resolved) != args.model_dir:
+        raise ValueError(
+            f"{args.model_dir} is a pretrained model shipped with deepautodnn; `{args.command}` writes into its "
+            f'folder, so copy it first: cp -r "$(deepautodnn models --path {args.model_dir})" my-model'
+        )
+    args.model_dir = str(resolved)
 
 
 def main(argv=None) -> int:
@@ -614,6 +703,8 @@ def main(argv=None) -> int:
     from deepautodnn.errors import DeepAutoDNNError, TrainingInterrupted
 
     try:
+        if getattr(args, "model_dir", None):
+            resolve_model_arg(args)
         return COMMANDS[args.command](args)
     except TrainingInterrupted as err:
         print(f"deepautodnn: {err}", file=sys.stderr)
