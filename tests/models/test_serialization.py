@@ -59,7 +59,7 @@ def test_truncated_weights_name_the_file(saved):
     model_dir, _ = saved
     path = model_dir / "model.safetensors"
     path.write_bytes(path.read_bytes()[:100])
-    with pytest.raises(ModelFileError, match="model.safetensors: 100 bytes, but the config's network needs"):
+    with pytest.raises(ModelFileError, match="model.safetensors: 100 bytes, but the config's network needs at least"):
         load_model(model_dir)
 
 
@@ -219,3 +219,18 @@ def test_a_model_directory_from_before_the_layout_change_loads_and_predicts_the_
     expected = json.loads((model_dir / "expected_probabilities.json").read_text())
     images = np.random.default_rng(0).integers(0, 256, (8, 28, 28), dtype=np.uint8)
     np.testing.assert_allclose(predict_proba(load_model(model_dir), images), expected["probabilities"], atol=1e-6)
+
+
+def test_half_precision_weights_load_widened_to_float32(saved):
+    """A pretrained model ships its weights in float16; they load as the float32 network they round."""
+    from safetensors.torch import load_file, save
+
+    from deepautodnn.utils.files import write_with_checksum
+
+    model_dir, model = saved
+    path = model_dir / "model.safetensors"
+    write_with_checksum(path, save({k: v.half() for k, v in load_file(path).items()}))
+    again = load_model(model_dir)
+    for name, value in again.state_dict().items():
+        assert value.dtype == torch.float32
+        torch.testing.assert_close(value, model.state_dict()[name].half().float(), rtol=0, atol=0)

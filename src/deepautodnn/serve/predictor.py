@@ -26,9 +26,10 @@ class Predictor:
         # and /livez answers meanwhile.
         from deepautodnn.inference.backends import make_backend
         from deepautodnn.inference.ood import TwoSignalDetector, UnknownDetector
+        from deepautodnn.models.pretrained import resolve_model_dir
         from deepautodnn.models.serialization import METRICS_FILE, load_config
 
-        model_dir = Path(model_dir)
+        model_dir = resolve_model_dir(model_dir)  # a folder, or a pretrained name
         cfg = load_config(model_dir)
         self.class_names = list(cfg.model.class_names)
         self.size = cfg.model.image_size
