@@ -157,6 +157,8 @@ def render(source: str, view: str | None = None) -> str:
         "bench": results_tables.bench_markdown_section,
         "reliability_table": lambda r: results_tables.reliability_markdown(r, ROOT),
         "serve_load_table": lambda r: results_tables.serve_load_markdown(r, ROOT),
+        "pretrained": results_tables.pretrained_markdown,
+        "catalogue_table": lambda r: results_tables.catalogue_markdown(r, ROOT),
     }
     return renderers[view or result["benchmark"]](result)
 

@@ -21,6 +21,7 @@ from deepautodnn.experiments.claims import (
 )
 from deepautodnn.experiments.markdown import Table, render_markdown
 from deepautodnn.utils.files import read_json
+from deepautodnn.utils.runtime import recorded_cpu_class
 
 
 def _link(path: str, text: str | None = None) -> str:
@@ -239,3 +240,58 @@ def reliability_markdown(manifest: dict, root: Path) -> str:
         ],
     ]
     return render_markdown([Table(["what", "command", "result"], rows)]).strip() + "\n"
+
+
+def pretrained_markdown(result: dict) -> str:
+    """`scripts/make_pretrained.py`'s record: what ships as the pretrained model, and its figures."""
+    files = ", ".join(f"`{name}` {f['bytes'] / 1e6:.2f} MB" for name, f in result["files"].items())
+    rows = [
+        ["made by", f"`{result['command']}`, commit {result.get('commit') or 'not recorded'}"],
+        ["model", f"`{result['preset']}` preset, seed {result['seed']}, weights stored as {result['weights_dtype']}"],
+        [
+            "test accuracy (10,000 images)",
+            f"**{result['test_accuracy'] * 100:.2f}%** (macro F1 {result['test_macro_f1'] * 100:.2f}%); "
+            f"float32 {result['test_accuracy_float32'] * 100:.2f}%, float16 "
+            f"{result['test_accuracy_float16'] * 100:.2f}% (allowed cost {result['max_float16_cost_points']} points)",
+        ],
+        ["first 1,000 test images (the test checks this)", f"{result['test_accuracy_first_1000'] * 100:.1f}%"],
+        ["files", f"{result['total_bytes'] / 1e6:.1f} MB in all: {files}"],
+        ["trained on", f"CPU {recorded_cpu_class(result['machine'])}"],
+    ]
+    return render_markdown([Table(["", ""], rows)]).strip() + "\n"
+
+
+def catalogue_markdown(manifest: dict, root: Path) -> str:
+    """`benchmarks/catalogue.py` files, one row per file: throughput, memory, resume, Ray."""
+    rows = []
+    for name in manifest["files"]:
+        r = read_json(root / name)
+        full, resume = r["full"], r["resume"]
+        early, late = full["rss_early_mib"], full["rss_late_mib"]
+        same = r.get("same_as_predict")
+        ray = r.get("ray")
+        rows.append(
+            [
+                f"CPU {recorded_cpu_class(r['machine'])}, {r['machine']['cpu_count']} cores [json]({name})",
+                f"**{full['images_per_s']:.0f}**",
+                f"{full['peak_rss_mib']['with_workers']:.0f} MiB",
+                f"{early['with_workers']:.0f} after {early['rows']:,}, {late['with_workers']:.0f} after {late['rows']:,}",
+                f"killed at {resume['killed']['rows_seen']:,} rows; +{resume['overhead_s']:.1f} s, "
+                + ("same labels" if resume["same_labels_as_full_run"] else "**labels differ**"),
+                "not compared" if same is None else f"{same['differ']} of {same['files']:,} differ",
+                "not run"
+                if ray is None
+                else f"{ray['images_per_s']:.0f} images/s ({ray['time_vs_local']:.2f}x the local time), "
+                + ("same labels" if ray["same_labels_as_local"] else "**labels differ**"),
+            ]
+        )
+    header = [
+        f"{manifest['photos']}",
+        "images/s",
+        "peak RSS (with workers)",
+        "RSS (MiB) as rows grow",
+        "resume after kill -9",
+        "labels vs `predict`",
+        "`--engine ray`, 2 CPUs",
+    ]
+    return render_markdown([Table(header, rows)]).strip() + "\n"
