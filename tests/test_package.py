@@ -166,6 +166,7 @@ def test_layering_contracts_hold():
     "blocked, call, extra",
     [
         ("fastapi", "from deepautodnn.cli import main; sys.exit(main(['serve', 'some-model']))", "serve"),
+        ("prometheus_client", "from deepautodnn.cli import main; sys.exit(main(['serve', 'some-model']))", "serve"),
         (
             "matplotlib",
             "from deepautodnn.cli import main; sys.exit(main(['preprocess', 'x.png', '--steps', 'y.png']))",

@@ -120,6 +120,20 @@ def get_args_parser() -> argparse.ArgumentParser:
         default=1,
         help="server processes sharing the port, each with its own copy of the model (default: 1)",
     )
+    s.add_argument(
+        "--drain-seconds",
+        type=float,
+        default=30,
+        help="on SIGTERM or Ctrl-C, stop accepting connections and give requests under way this long "
+        "to finish before they are cut off (default: 30)",
+    )
+    s.add_argument(
+        "--access-log",
+        default="text",
+        choices=["text", "json", "off"],
+        help="one line per request: uvicorn's text, a JSON object (time, method, path, status, "
+        "duration_ms, client, images), or none (default: text); on stdout",
+    )
 
     x = sub.add_parser("export", help="export a model directory to ONNX, checked against PyTorch")
     x.add_argument("model_dir")
@@ -383,8 +397,11 @@ def cmd_models(args) -> int:
 
 def cmd_serve(args) -> int:
     import os
+    import signal
+    import tempfile
 
     from deepautodnn.serve.app import (  # says so if [serve] is missing
+        MULTIPROCESS_VARIABLE,
         SETTINGS_VARIABLE,
         create_app,
         is_loopback,
@@ -400,6 +417,8 @@ def cmd_serve(args) -> int:
         raise ValueError("--max-body-mb and --client-timeout must be > 0")
     if args.workers < 1:
         raise ValueError("--workers must be >= 1")
+    if args.drain_seconds < 0:
+        raise ValueError("--drain-seconds must be >= 0")
     from deepautodnn.models.serialization import load_config
 
     load_config(args.model_dir)  # fail now, with a clear message, if the directory is not a model
@@ -414,26 +433,44 @@ def cmd_serve(args) -> int:
         "token": token,
         "max_body_bytes": int(args.max_body_mb * 2**20),
         "client_timeout_s": args.client_timeout,
+        "json_access_log": args.access_log == "json",
     }
     import uvicorn
 
-    http = slow_client_protocol(args.client_timeout)
-    if args.workers == 1:
-        uvicorn.run(create_app(**settings), host=args.host, port=args.port, log_level="info", http=http)
+    server = {
+        "host": args.host,
+        "port": args.port,
+        "log_level": "info",
+        "http": slow_client_protocol(args.client_timeout),
+        "access_log": args.access_log == "text",  # uvicorn's own; the JSON one is the app's
+        "timeout_graceful_shutdown": args.drain_seconds,
+    }
+
+    class Terminated(Exception):
+        pass
+
+    def terminated(signum, frame):
+        raise Terminated
+
+    # uvicorn drains on SIGTERM, then raises the signal again for whoever embeds it: by default that
+    # would kill this process (exit 143) after a clean stop. Here it ends the command with 0 instead.
+    previous = signal.signal(signal.SIGTERM, terminated)
+    try:
+        if args.workers == 1:
+            uvicorn.run(create_app(**settings), **server)
+            return 0
+        # Several processes need the app by its import path; each builds it from the settings it
+        # inherits (the token among them: the workers' environment is as private as this process's).
+        # Their metrics are summed through files in a fresh folder (see serve.telemetry).
+        os.environ[SETTINGS_VARIABLE] = json.dumps({**settings, "workers": args.workers})
+        with tempfile.TemporaryDirectory(prefix="deepautodnn-metrics-") as metrics_dir:
+            os.environ[MULTIPROCESS_VARIABLE] = metrics_dir
+            uvicorn.run("deepautodnn.serve.app:app_from_environment", factory=True, workers=args.workers, **server)
         return 0
-    # Several processes need the app by its import path; each builds it from the settings it
-    # inherits (the token among them: the workers' environment is as private as this process's).
-    os.environ[SETTINGS_VARIABLE] = json.dumps({**settings, "workers": args.workers})
-    uvicorn.run(
-        "deepautodnn.serve.app:app_from_environment",
-        factory=True,
-        workers=args.workers,
-        host=args.host,
-        port=args.port,
-        log_level="info",
-        http=http,
-    )
-    return 0
+    except Terminated:  # a clean stop: the drain is done, or the server had not started
+        return 0
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def cmd_export(args) -> int:

@@ -1,11 +1,15 @@
-"""The HTTP service: every endpoint, the 4xx answers, readiness, the token; a serving process's modules."""
+"""The HTTP service: every endpoint, the 4xx answers, readiness, the token; a serving process's
+modules, its workers, and its drain on SIGTERM."""
 
 from __future__ import annotations
 
 import base64
+import http.client
 import io
 import json
+import re
 import signal
+import socket
 import sys
 import threading
 import time
@@ -22,10 +26,18 @@ warnings.filterwarnings("ignore", message=".*httpx.*")  # starlette's TestClient
 from fastapi.testclient import TestClient  # noqa: E402
 
 from deepautodnn import cli, load_model  # noqa: E402
-from deepautodnn.experiments.http_load import BOUNDARY, multipart_body, multipart_file_head, running_server  # noqa: E402
+from deepautodnn.experiments.http_load import (  # noqa: E402
+    BOUNDARY,
+    drain_under_load,
+    http_request,
+    multipart_body,
+    multipart_file_head,
+    running_server,
+)
 from deepautodnn.inference.evaluate import predict_proba  # noqa: E402
 from deepautodnn.serve.app import create_app  # noqa: E402
 from tests.helpers.models import png  # noqa: E402
+from tests.helpers.prometheus import metric  # noqa: E402
 
 SERVE_RECORDING_MODULES = Path(__file__).parents[1] / "helpers" / "serve_recording_modules.py"
 TRAINER = ("deepautodnn.training", "deepautodnn.experiments", "deepautodnn.estimator")
@@ -202,7 +214,8 @@ def test_a_serving_process_does_not_load_the_trainer(tiny_run, test_images, tmp_
 
 
 def test_serve_with_two_workers_answers_correctly(tiny_run, test_images):
-    """`serve --workers 2`: two processes share the port, each with its own model, and answer."""
+    """`serve --workers 2`: two processes share the port, each loads its own model once, they
+    answer, and /metrics, whichever worker answers it, counts both workers' images."""
     images = test_images[0][:4]
     expected = predict_proba(load_model(tiny_run[0]), images).argmax(1).tolist()
     with running_server(tiny_run[0], "--workers", "2", ready_timeout=120) as (server, port):
@@ -226,9 +239,86 @@ def test_serve_with_two_workers_answers_correctly(tiny_run, test_images):
                     if err.code != 503 or time.monotonic() > deadline:
                         raise
                     time.sleep(0.2)
+        for _ in range(6):  # the kernel hands each connection to either worker
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30) as r:
+                assert metric(r.read().decode(), "deepautodnn_images_classified_total") == len(images)
     assert labels == expected
+    loaded_in = re.findall(r"model ready in process (\d+)", server.stderr.read().decode())
+    assert len(loaded_in) == 2 and len(set(loaded_in)) == 2, loaded_in  # once in each worker
 
 
 def test_serve_refuses_zero_workers(tiny_run, capsys):
     assert cli.main(["serve", str(tiny_run[0]), "--workers", "0"]) == 2
     assert "--workers" in capsys.readouterr().err
+
+
+def test_serve_options_reach_uvicorn(tiny_run, monkeypatch, capsys):
+    """--drain-seconds and --access-log, as uvicorn and the app get them."""
+    import uvicorn
+
+    calls = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: calls.append((app, kwargs)))
+    sigterm = signal.getsignal(signal.SIGTERM)
+    for access_log in ("text", "json", "off"):
+        assert cli.main(["serve", str(tiny_run[0]), "--access-log", access_log, "--drain-seconds", "5"]) == 0
+    assert signal.getsignal(signal.SIGTERM) is sigterm  # serve's own handler is gone once it has returned
+    assert [kwargs["timeout_graceful_shutdown"] for _, kwargs in calls] == [5, 5, 5]
+    assert [kwargs["access_log"] for _, kwargs in calls] == [True, False, False]  # uvicorn's text log
+    json_lines = []
+    for app, _ in calls:
+        capsys.readouterr()
+        TestClient(app).get("/livez")  # no lifespan: the model is not needed for /livez
+        json_lines.append(capsys.readouterr().out.count('"path": "/livez"'))
+    assert json_lines == [0, 1, 0]
+
+
+def test_serve_refuses_a_negative_drain(tiny_run, capsys):
+    assert cli.main(["serve", str(tiny_run[0]), "--drain-seconds", "-1"]) == 2
+    assert "--drain-seconds" in capsys.readouterr().err
+
+
+def test_sigterm_under_load_drains_every_request_the_service_took_in(tiny_run, test_images, tmp_path):
+    """The real `deepautodnn serve`, 16 clients each sending request after request on new
+    connections, SIGTERM in the middle: the server stops accepting, answers every request it had
+    taken in (200), and exits 0. One request, its body half sent at SIGTERM, is finished after the
+    server has stopped accepting: it still gets its answer, from the micro-batcher.
+
+    A connection still in the kernel's queue when the listener closes (or one uvicorn has accepted
+    but not yet read) is reset: that request never reached the service, and its access log proves
+    it: it lists exactly the requests the clients got answers to."""
+    requests = [http_request("/v1/predict?top_k=1", multipart_body([png(image)])) for image in test_images[0][:16]]
+    access_log = tmp_path / "access.jsonl"
+    serve_args = ("--access-log", "json", "--drain-seconds", "10")
+    with access_log.open("wb") as log, running_server(tiny_run[0], *serve_args, stdout=log) as (server, port):
+        slow = socket.create_connection(("127.0.0.1", port), timeout=30)
+        slow_request = requests[0]
+        slow.sendall(slow_request[:-100])  # headers and most of the body: under way when SIGTERM comes
+        answer = {}
+
+        def finish_slow_request() -> None:
+            time.sleep(2.5)  # SIGTERM goes at 1.5 s; uvicorn looks for it every 0.1 s
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=5).close()
+                answer["listening"] = True  # the listener should be closed by now
+            except ConnectionRefusedError:
+                answer["listening"] = False
+            slow.sendall(slow_request[-100:])
+            response = http.client.HTTPResponse(slow)
+            response.begin()
+            answer.update(status=response.status, connection=response.getheader("connection"), body=response.read())
+
+        finisher = threading.Thread(target=finish_slow_request)
+        finisher.start()
+        drain = drain_under_load(server, port, requests, clients=16, load_s=1.5, exit_timeout=20)
+        finisher.join(30)
+        slow.close()
+    assert drain.exit_code == 0, server.stderr.read().decode()[-2000:]
+    assert answer["listening"] is False
+    assert answer["status"] == 200 and answer["connection"] == "close", answer
+    assert len(json.loads(answer["body"])["predictions"]) == 1
+    assert drain.refused == 16  # every client ended at a refused connection
+    assert len(drain.statuses) > 50 and set(drain.statuses) == {200}
+    logged = [json.loads(line) for line in access_log.read_text().splitlines()]
+    predictions = [r for r in logged if r["path"] == "/v1/predict"]
+    assert {r["status"] for r in predictions} == {200}  # none cut off (it would log 500)
+    assert len(predictions) == len(drain.statuses) + 1  # the clients' answers and the slow request's

@@ -1,15 +1,18 @@
-"""`deepautodnn serve` in a process of its own on a free loopback port, and the raw HTTP/1.1 the soak
-and load runs speak to it (built by hand, so that broken and oversized requests can be sent too)."""
+"""`deepautodnn serve` in a process of its own on a free loopback port, the raw HTTP/1.1 the soak
+and load runs speak to it (built by hand, so that broken and oversized requests can be sent too),
+and `drain_under_load`: SIGTERM to the server in the middle of a load, and what became of each request."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 import socket
 import subprocess
 import sys
 import time
 import urllib.request
+from dataclasses import dataclass, field
 
 BOUNDARY = "deepautodnnbench"
 
@@ -18,15 +21,18 @@ SERVE_COMMAND = (sys.executable, "-m", "deepautodnn")
 
 
 @contextlib.contextmanager
-def running_server(model_dir, *serve_args: str, ready_timeout: float = 60.0, command=SERVE_COMMAND):
+def running_server(
+    model_dir, *serve_args: str, ready_timeout: float = 60.0, command=SERVE_COMMAND, stdout=subprocess.DEVNULL
+):
     """Yield (process, port) once /readyz says 200; stop the server afterwards. `command` is what
-    runs `serve MODEL_DIR --port PORT [serve_args]`: the `deepautodnn` command unless told."""
+    runs `serve MODEL_DIR --port PORT [serve_args]`: the `deepautodnn` command unless told. The
+    server's stdout (its access log) goes to `stdout`, a file, or nowhere."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     server = subprocess.Popen(
         [*command, "serve", str(model_dir), "--port", str(port), *serve_args],
-        stdout=subprocess.DEVNULL,
+        stdout=stdout,
         stderr=subprocess.PIPE,
     )
     try:
@@ -83,3 +89,72 @@ async def read_response(reader: asyncio.StreamReader) -> tuple[int, dict, bytes]
     headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:] if line)}
     body = await reader.readexactly(int(headers.get("content-length", "0")))
     return int(lines[0].split()[1]), headers, body
+
+
+@dataclass
+class Drain:
+    """What `drain_under_load` saw: each answer's status, the connections refused (the server had
+    stopped accepting), the requests that connected but got no answer (each one's error), and the
+    server's exit."""
+
+    statuses: list[int] = field(default_factory=list)
+    refused: int = 0
+    unanswered: list[str] = field(default_factory=list)
+    answered_after_sigterm: int = 0
+    exit_code: int | None = None
+    exit_seconds: float | None = None  # from SIGTERM to the process's exit
+    last_answer_seconds: float | None = None  # from SIGTERM to the last answer
+
+
+def drain_under_load(
+    server: subprocess.Popen, port: int, requests: list[bytes], *, clients: int, load_s: float, exit_timeout: float = 60
+) -> Drain:
+    """`clients` concurrent loops send `requests` in turn, each on a new connection, and SIGTERM goes
+    to `server` after `load_s` seconds; each loop ends at its first refused connection (or after
+    `exit_timeout` more seconds). Then waits for the server to exit. A new connection per request,
+    because a request sent on a kept-alive connection that the server closes at that moment is lost
+    by HTTP's design (clients retry those), which would blur the count this is for."""
+    return asyncio.run(_drain_under_load(server, port, requests, clients, load_s, exit_timeout))
+
+
+async def _drain_under_load(server, port, requests, clients, load_s, exit_timeout) -> Drain:
+    drain = Drain()
+    loop = asyncio.get_running_loop()
+    sent_at: list[float] = []  # when SIGTERM went, once it has
+    give_up = loop.time() + load_s + exit_timeout
+
+    async def client(offset: int) -> None:
+        i = offset
+        while loop.time() < give_up:
+            try:
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            except ConnectionRefusedError:
+                drain.refused += 1
+                return
+            try:
+                writer.write(requests[i % len(requests)])
+                await writer.drain()
+                status, _, _ = await read_response(reader)
+            except (ConnectionError, asyncio.IncompleteReadError) as err:
+                drain.unanswered.append(type(err).__name__)
+            else:
+                drain.statuses.append(status)
+                if sent_at:
+                    drain.answered_after_sigterm += 1
+                    drain.last_answer_seconds = loop.time() - sent_at[0]
+            finally:
+                writer.close()
+            i += clients
+
+    async def terminate() -> None:
+        await asyncio.sleep(load_s)
+        server.send_signal(signal.SIGTERM)
+        sent_at.append(loop.time())
+        try:
+            drain.exit_code = await asyncio.to_thread(server.wait, exit_timeout)
+            drain.exit_seconds = loop.time() - sent_at[0]
+        except subprocess.TimeoutExpired:
+            pass  # exit_code stays None
+
+    await asyncio.gather(terminate(), *(client(k) for k in range(clients)))
+    return drain

@@ -2,19 +2,19 @@
 runs it with uvicorn.
 
 Endpoints: `POST /v1/predict` (multipart field `files`, one or more images), `GET /v1/model`,
-`GET /livez`, `GET /readyz` (503 until the model is loaded), `GET /` (a page to try it), and the
-OpenAPI docs at `/docs`. Every error is JSON `{"detail": "..."}` with a 4xx status: 401 without
-the bearer token when one is set, 413 for a body over the cap (refused as soon as the declared
-length or the bytes read pass it), 415 for a body that is not multipart/form-data, 400 for a
-malformed one, 422 for a missing field or an image that can't be decoded, 408 for a body that
-takes longer than the client timeout to arrive; 503 until the model is ready. Served by
-`deepautodnn serve`, a client must also send each request's headers within that timeout
-(`slow_client_protocol`), so slow clients (slowloris) are cut off instead of holding connections
-for ever.
+`GET /livez`, `GET /readyz` (503 until the model is loaded), `GET /metrics` (Prometheus), `GET /`
+(a page to try it), and the OpenAPI docs at `/docs`. Every error is JSON `{"detail": "..."}` with
+a 4xx status: 401 without the bearer token when one is set, 413 for a body over the cap (refused
+as soon as the declared length or the bytes read pass it), 415 for a body that is not
+multipart/form-data, 400 for a malformed one, 422 for a missing field or an image that can't be
+decoded, 408 for a body that takes longer than the client timeout to arrive; 503 until the model
+is ready. Served by `deepautodnn serve`, a client must also send each request's headers within
+that timeout (`slow_client_protocol`), so slow clients (slowloris) are cut off instead of holding
+connections for ever.
 
 Where each part lives: this module holds the app, its routes, the bearer-token check and the
 error answers; `predictor` the loaded model and the micro-batcher; `limits` the body cap and the
-client deadlines; `page` the web page.
+client deadlines; `telemetry` the metrics and the JSON access log; `page` the web page.
 """
 
 from __future__ import annotations
@@ -22,9 +22,11 @@ from __future__ import annotations
 import asyncio
 import gc
 import ipaddress
+import logging
 import os
 import secrets
 import threading
+import time
 from contextlib import asynccontextmanager
 from functools import partial
 from pathlib import Path
@@ -38,7 +40,7 @@ require_extra("serve", "the HTTP service")  # one line naming the extra, before 
 import anyio  # noqa: E402  (fastapi's own dependency)
 import anyio.to_thread  # noqa: E402
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request  # noqa: E402
-from fastapi.responses import HTMLResponse, JSONResponse  # noqa: E402
+from fastapi.responses import HTMLResponse, JSONResponse, Response  # noqa: E402
 from starlette.datastructures import FormData, UploadFile  # noqa: E402
 from starlette.exceptions import HTTPException as StarletteHTTPException  # noqa: E402
 from starlette.requests import ClientDisconnect  # noqa: E402
@@ -53,9 +55,22 @@ from deepautodnn.serve.limits import (  # noqa: E402
 )
 from deepautodnn.serve.page import PAGE  # noqa: E402
 from deepautodnn.serve.predictor import MicroBatcher, Predictor  # noqa: E402
+from deepautodnn.serve.telemetry import (  # noqa: E402
+    CONTENT_TYPE_LATEST,
+    MULTIPROCESS_VARIABLE,
+    Metrics,
+    Observed,
+    print_line,
+)
 from deepautodnn.version import __version__  # noqa: E402
 
-__all__ = ["SETTINGS_VARIABLE", "create_app", "is_loopback", "slow_client_protocol"]  # what the CLI imports
+__all__ = [  # what the CLI imports
+    "MULTIPROCESS_VARIABLE",
+    "SETTINGS_VARIABLE",
+    "create_app",
+    "is_loopback",
+    "slow_client_protocol",
+]
 
 MAX_FILES = 64  # images in one request
 MAX_FIELDS = 16  # form fields that are not files: the service reads none
@@ -63,28 +78,39 @@ MAX_FIELD_BYTES = 64 * 2**10  # the size of each of those
 
 
 class Service:
-    """What the routes share: the bearer token, and the model once it has loaded (or why it could not)."""
+    """What the routes share: the bearer token, the metrics, and the model once it has loaded (or
+    why it could not)."""
 
     def __init__(self, model_dir: str | Path, backend: str, token: str | None):
         self.model_dir = Path(model_dir)
         self.backend = backend
         self.token = token
+        self.metrics = Metrics(__version__)
         self.predictor: Predictor | None = None
         self.batcher: MicroBatcher | None = None
         self.error: str | None = None
 
     def load(self, loop: asyncio.AbstractEventLoop) -> None:
         """Load the model, on any thread, and put it into service on `loop`."""
+        start = time.perf_counter()
         try:
             predictor = Predictor(self.model_dir, self.backend)
         except Exception as err:  # reported by /readyz; the process keeps answering
             self.error = f"{type(err).__name__}: {err}"
             return
+        logging.getLogger("uvicorn.error").info(
+            "model ready in process %d: preset %s, backend %s, loaded in %.1f s",
+            os.getpid(),
+            predictor.info["preset"],
+            predictor.backend.name,
+            time.perf_counter() - start,
+        )
         loop.call_soon_threadsafe(self._ready_up, predictor)
 
     def _ready_up(self, predictor: Predictor) -> None:
-        self.batcher = MicroBatcher(predictor)  # needs the event loop, so made on it
+        self.batcher = MicroBatcher(predictor, on_batch=self.metrics.observe_batch)  # needs the event loop
         self.predictor = predictor
+        self.metrics.model_loaded(predictor.info["preset"], predictor.backend.name)
         # The model and libraries are long-lived: keep the cyclic GC from rescanning them under load.
         gc.freeze()
 
@@ -105,6 +131,9 @@ async def lifespan(app: FastAPI, *, in_background: bool):
         service.load(loop)
         await asyncio.sleep(0)  # let _ready_up run
     yield
+    # uvicorn sends the lifespan's shutdown only after its connections have drained (or the drain
+    # deadline, `serve --drain-seconds`, has passed and it has cancelled what was left), so no
+    # request still waits on the batcher here.
     service.close()
 
 
@@ -244,8 +273,16 @@ async def predict(request: Request, top_k: int = 3, details: bool = False, servi
         if not 1 <= top_k <= n_classes:
             raise HTTPException(422, f"top_k must be between 1 and {n_classes}")
         images, evidence, names = await model_inputs(uploads, service.predictor.size)
+    request.state.images = len(names)  # for the access log
     results = await service.batcher.predict(images, names, top_k, details, evidence)
     return FastJSON({"predictions": results})  # plain JSON types already: skip FastAPI's encoder
+
+
+@router.get("/metrics", dependencies=[Depends(authorise)], response_class=Response)
+async def metrics(request: Request):
+    """Prometheus's text format. Behind the token when there is one, like /v1/*: it tells who
+    probes the service how much traffic it takes, and which version it runs."""
+    return Response(request.app.state.service.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
 
 @router.get("/", response_class=HTMLResponse)
@@ -266,10 +303,12 @@ def create_app(
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     load_in_background: bool = True,
     client_timeout_s: float = DEFAULT_CLIENT_TIMEOUT_S,
+    json_access_log: bool = False,
 ) -> FastAPI:
     """The FastAPI app serving the model in `model_dir` through `backend`. With a `token`, /v1/*
-    need it as a bearer token. A request body over `max_body_bytes` gets 413, one that takes more
-    than `client_timeout_s` to arrive 408. The model loads in the app's lifespan (see `lifespan`)."""
+    and /metrics need it as a bearer token. A request body over `max_body_bytes` gets 413, one that
+    takes more than `client_timeout_s` to arrive 408. With `json_access_log`, each request is one
+    JSON line on stdout (see `telemetry.Observed`). The model loads in the app's lifespan (see `lifespan`)."""
     app = FastAPI(
         title="deepautodnn",
         version=__version__,
@@ -277,9 +316,15 @@ def create_app(
         description="DeepAutoDNN apparel classifier: image in, class probabilities out.",
     )
     app.state.service = Service(model_dir, backend, token)
-    app.add_middleware(BodyLimit, max_body_bytes=max_body_bytes, timeout_s=client_timeout_s)
     app.add_exception_handler(Exception, internal_error)
     app.include_router(router)
+    app.add_middleware(BodyLimit, max_body_bytes=max_body_bytes, timeout_s=client_timeout_s)
+    app.add_middleware(  # outside BodyLimit, so that its 413 and 408 are counted and logged too
+        Observed,
+        metrics=app.state.service.metrics,
+        routes=frozenset(route.path for route in router.routes),  # the docs pages count as "other"
+        access_log=print_line if json_access_log else None,
+    )
     return app
 
 

@@ -7,6 +7,7 @@ import asyncio
 import base64
 import io
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -91,12 +92,20 @@ class MicroBatcher:
     Each request puts its images and a future on a queue; one task takes whatever is waiting
     (up to `max_images`, waiting at most `max_wait_s` for more once it has one), runs one forward
     pass on a worker thread, and hands each request back exactly its own rows, in order.
+    `on_batch`, if given, gets each pass's answers, on that thread (the service's metrics).
     """
 
-    def __init__(self, predictor: Predictor, max_images: int = 256, max_wait_s: float = 0.002):
+    def __init__(
+        self,
+        predictor: Predictor,
+        max_images: int = 256,
+        max_wait_s: float = 0.002,
+        on_batch: Callable[[list[dict]], None] | None = None,
+    ):
         self.predictor = predictor
         self.max_images = max_images
         self.max_wait_s = max_wait_s
+        self.on_batch = on_batch
         self.queue: asyncio.Queue = asyncio.Queue()
         self.task = asyncio.get_running_loop().create_task(self._loop())
 
@@ -140,6 +149,8 @@ class MicroBatcher:
         details = any(item[3] for item in batch)
         evidence = None if any(item[4] is None for item in batch) else [e for item in batch for e in item[4]]
         results = self.predictor.predict(images, names, top_k, details, evidence)
+        if self.on_batch is not None:
+            self.on_batch(results)
         out, start = [], 0
         for item_images, _, k, want_details, _, _ in batch:
             mine = results[start : start + len(item_images)]

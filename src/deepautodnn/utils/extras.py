@@ -10,7 +10,7 @@ from deepautodnn.errors import DeepAutoDNNError
 
 # extra -> the modules it brings (import names), as listed in pyproject.toml
 EXTRAS = {  # what each extra needs; [serve] also brings httptools, uvloop and orjson, used where present
-    "serve": ("fastapi", "uvicorn", "multipart"),
+    "serve": ("fastapi", "uvicorn", "multipart", "prometheus_client"),
     "onnx": ("onnx", "onnxruntime", "onnxscript"),
     "report": ("matplotlib", "skimage"),
     "catalogue": ("pyarrow",),
