@@ -9,6 +9,7 @@ import shutil
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from deepautodnn import cli, load_model
@@ -72,6 +73,20 @@ def test_the_reconstruction_signal_is_the_per_image_mse_of_the_backend_outputs()
     stats = FeatureStats.fit(rng.normal(size=(60, 8)).astype(np.float32), np.arange(60) % 3, bank_size=20)
     direct = np.array([np.mean((r.astype(np.float64) - i / 255.0) ** 2) for i, r in zip(images, recon)])
     np.testing.assert_allclose(model_signals(out, images, stats)["reconstruction"], direct, rtol=1e-6)
+
+
+def test_a_half_bank_is_stored_in_float16_and_scores_the_same_after_loading():
+    """The shipped model's kNN bank: rounded to float16 before calibration, so storing it halves the
+    file and changes no score."""
+    rng = np.random.default_rng(0)
+    stats = FeatureStats.fit(rng.normal(size=(60, 8)).astype(np.float32), np.arange(60) % 3, bank_size=20)
+    assert stats.tensors()["bank"].dtype == torch.float32, "a bank of full float32 values is stored as such"
+    stats.half_bank()
+    stored = stats.tensors()
+    assert stored["bank"].dtype == torch.float16 and stored["precision"].dtype == torch.float32
+    loaded = FeatureStats(*(stored[k].float().numpy() for k in ("class_means", "precision", "bank")))
+    query = rng.normal(size=(5, 8)).astype(np.float32)
+    np.testing.assert_array_equal(loaded.knn(query, k=3), stats.knn(query, k=3))
 
 
 def test_a_trained_run_stores_its_detector(tiny_run):

@@ -244,7 +244,8 @@ def reliability_markdown(manifest: dict, root: Path) -> str:
 
 def pretrained_markdown(result: dict) -> str:
     """`scripts/make_pretrained.py`'s record: what ships as the pretrained model, and its figures."""
-    files = ", ".join(f"`{name}` {f['bytes'] / 1e6:.2f} MB" for name, f in result["files"].items())
+    weights = {name: f for name, f in result["files"].items() if name.endswith(".safetensors")}
+    files = ", ".join(f"`{name}` {f['bytes'] / 1e6:.2f} MB" for name, f in weights.items()) + ", JSON and checksums"
     rows = [
         ["made by", f"`{result['command']}`, commit {result.get('commit') or 'not recorded'}"],
         ["model", f"`{result['preset']}` preset, seed {result['seed']}, weights stored as {result['weights_dtype']}"],

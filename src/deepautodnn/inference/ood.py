@@ -117,11 +117,23 @@ class FeatureStats:
         return torch.sqrt(torch.clamp(2 - 2 * kth, min=0)).numpy()
 
     def tensors(self) -> dict[str, torch.Tensor]:
+        """As saved: the bank in float16 when `half_bank` rounded it (the shipped model's, half the size)."""
+        bank = torch.from_numpy(self.bank)
         return {
             "class_means": torch.from_numpy(self.class_means),
             "precision": torch.from_numpy(self.precision),
-            "bank": torch.from_numpy(self.bank),
+            "bank": bank.half() if self.bank_is_half else bank,
         }
+
+    @property
+    def bank_is_half(self) -> bool:
+        """Whether every bank value is exactly a float16 (see `half_bank`), so storing it so loses nothing."""
+        return bool(np.array_equal(self.bank, self.bank.astype(np.float16).astype(np.float32)))
+
+    def half_bank(self) -> None:
+        """Round the kNN bank to float16 values (kept in float32 for the arithmetic): scores computed
+        after this are exactly those of the bank as stored in float16."""
+        self.bank = self.bank.astype(np.float16).astype(np.float32)
 
 
 def _normalise(features: np.ndarray) -> np.ndarray:

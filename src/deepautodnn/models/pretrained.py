@@ -61,7 +61,7 @@ def verify_manifest(model_dir: Path, manifest: dict) -> None:
 
 
 def is_pretrained_name(value: str | os.PathLike) -> bool:
-    return isinstance(value, str) and value in PRETRAINED
+    return os.fspath(value) in PRETRAINED
 
 
 def resolve_model_dir(model: str | os.PathLike) -> Path:
@@ -73,7 +73,7 @@ def resolve_model_dir(model: str | os.PathLike) -> Path:
     path = Path(model)
     if (path / "config.json").is_file() or not is_pretrained_name(model):
         return path
-    return pretrained_dir(str(model))
+    return pretrained_dir(os.fspath(model))
 
 
 def pretrained_models() -> list[dict]:

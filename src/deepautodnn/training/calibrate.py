@@ -181,9 +181,11 @@ def fit_detector(
     photos: int = CALIBRATION_PHOTOS,
     seed: int = 0,
     fused=FUSED_SIGNALS,
+    half_bank: bool = False,
     echo=lambda m: None,
 ) -> UnknownDetector:
-    """Fit every part of the detector (see the module docstring) and save it beside the model."""
+    """Fit every part of the detector (see the module docstring) and save it beside the model.
+    `half_bank` stores the kNN bank in float16 (half the file), thresholds fitted to it as stored."""
     from deepautodnn.inference.backends import make_backend, run_batched
 
     if not 0 < false_alarm_rate < 1:
@@ -213,6 +215,8 @@ def fit_detector(
     rng = np.random.default_rng(seed)
     feature_idx = rng.permutation(np.asarray(train_idx))[:FEATURE_IMAGES]
     stats = FeatureStats.fit(run_batched(torch_backend, images[feature_idx]).features, labels[feature_idx], seed=seed)
+    if half_bank:
+        stats.half_bank()
 
     val_images = images[val_idx]
     photo_images, photo_evidence = photo_inputs(val_images[rng.permutation(len(val_images))[:photos]], seed)

@@ -404,6 +404,7 @@ def calibrate_model_dir(
     false_alarm_rate: float = DEFAULT_FALSE_ALARM_RATE,
     device="cpu",
     backends=None,
+    half_bank: bool = False,
     echo=lambda m: None,
 ):
     """Fit unknown-input detection on the data and split the model was trained on; save it beside
@@ -422,6 +423,7 @@ def calibrate_model_dir(
         false_alarm_rate=false_alarm_rate,
         device=device,
         backends=backends,
+        half_bank=half_bank,
         echo=echo,
     )
 
