@@ -126,7 +126,7 @@ class Watch(threading.Thread):
         self.peak_main = self.peak_tree = 0
         self.early = self.late = None  # (rows, main rss, tree rss)
         self.first_rows_at = None
-        self.start = time.perf_counter()
+        self.t0 = time.perf_counter()
 
     def count_rows(self) -> None:
         try:
@@ -144,7 +144,7 @@ class Watch(threading.Thread):
             main, tree = tree_rss_bytes(self.proc.pid)
             self.peak_main, self.peak_tree = max(self.peak_main, main), max(self.peak_tree, tree)
             if self.rows and self.first_rows_at is None:
-                self.first_rows_at = time.perf_counter() - self.start
+                self.first_rows_at = time.perf_counter() - self.t0
             if self.early is None and self.rows >= EARLY_ROWS:
                 self.early = (self.rows, main, tree)
             if self.rows:

@@ -37,7 +37,13 @@ from PIL import Image
 
 from deepautodnn import load_fashion_mnist  # noqa: E402
 from deepautodnn.data.preprocess import load_image  # noqa: E402
-from deepautodnn.experiments.http_load import http_request, multipart_body, read_response, running_server
+from deepautodnn.experiments.http_load import (
+    SERVE_COMMAND,
+    http_request,
+    multipart_body,
+    read_response,
+    running_server,
+)
 from deepautodnn.inference.backends import make_backend  # noqa: E402
 from deepautodnn.utils.runtime import machine_info  # noqa: E402
 
@@ -123,7 +129,24 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=500, help="untimed requests first (default: 500)")
     parser.add_argument("--ab", action="store_true", help="load with ApacheBench, a new connection per request")
     parser.add_argument("--workers", type=int, default=1, help="`serve --workers` (default: 1)")
+    parser.add_argument(
+        "--server-cpu",
+        type=int,
+        help="pin the server to this one core (taskset) and the load to the others: what one core serves",
+    )
     args = parser.parse_args()
+    command = SERVE_COMMAND
+    if args.server_cpu is not None:
+        others = os.sched_getaffinity(0) - {args.server_cpu}
+        if not others:
+            raise SystemExit("--server-cpu needs a second core for the load")
+        os.sched_setaffinity(0, others)  # this process, and ab, load from the other cores
+        command = ("taskset", "-c", str(args.server_cpu), *SERVE_COMMAND)
+    placement = (
+        {"server_cpus": [args.server_cpu], "load_cpus": sorted(os.sched_getaffinity(0))}
+        if args.server_cpu is not None
+        else {"client_and_server_share_the_cpu": os.cpu_count()}
+    )
 
     images, _ = load_fashion_mnist("test")
     images = images[: args.images]
@@ -139,7 +162,7 @@ def main() -> None:
 
     serve_args = ["--backend", args.backend, "--workers", str(args.workers)]
     if args.ab:
-        with running_server(args.model_dir, *serve_args) as (server, port):
+        with running_server(args.model_dir, *serve_args, command=command) as (server, port):
             result = run_ab(port, pngs[0], expected[0], args.clients, args.requests, args.warmup)
             rss = peak_rss_mib(server.pid)
         emit_json(
@@ -157,12 +180,12 @@ def main() -> None:
                 "server_peak_rss_mib": round(rss, 1),
                 "targets": {"requests_per_second": 500, "p99_ms": 150, "errors": 0},
                 "machine": machine_info(),
-                "client_and_server_share_the_cpu": os.cpu_count(),
+                **placement,
             }
         )
         return
 
-    with running_server(args.model_dir, *serve_args) as (server, port):
+    with running_server(args.model_dir, *serve_args, command=command) as (server, port):
         requests = [http_request("/v1/predict?top_k=1", multipart_body([p])) for p in pngs]
 
         async def run(total: int) -> list:
@@ -201,7 +224,7 @@ def main() -> None:
             "server_peak_rss_mib": round(rss, 1),
             "targets": {"requests_per_second": 500, "p99_ms": 150, "errors": 0},
             "machine": machine_info(),
-            "client_and_server_share_the_cpu": os.cpu_count(),
+            **placement,
         }
     )
 

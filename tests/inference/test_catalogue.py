@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -194,21 +195,35 @@ def test_cli_catalogue_mode(shop, tiny_run, tmp_path, capsys):
     assert "--workers and --engine go with --out" in capsys.readouterr().err
 
 
-def test_kill_9_mid_run_loses_at_most_a_batch_and_the_rerun_completes(tiny_run, tmp_path, test_images):
-    """A real `deepautodnn predict --out` process killed with SIGKILL once some rows are written."""
+def group_gone(pgid: int, within_s: float) -> bool:
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.1)
+    return False
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_kill_9_mid_run_loses_at_most_a_batch_and_the_rerun_completes(tiny_run, tmp_path, test_images, workers):
+    """A real `deepautodnn predict --out` process killed with SIGKILL once some rows are written;
+    its decoding workers end with it instead of waiting for tasks for ever."""
     images, _ = test_images
     n = 400  # a batch of one image takes milliseconds: enough of them that the kill lands part way
     for i in range(n):
         product_photo(images[i], tmp_path / "photos" / f"{i:04d}.jpg")
     out = tmp_path / "labels.jsonl"
     command = [sys.executable, "-m", "deepautodnn", "predict", str(tiny_run[0]), str(tmp_path / "photos")]
-    command += ["--out", str(out), "--workers", "0", "--batch-size", "1", "--no-progress"]
-    proc = subprocess.Popen(command, stderr=subprocess.DEVNULL)
+    command += ["--out", str(out), "--workers", str(workers), "--batch-size", "1", "--no-progress"]
+    proc = subprocess.Popen(command, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and (not out.exists() or out.read_bytes().count(b"\n") < 5):
         time.sleep(0.002)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
+    assert group_gone(proc.pid, within_s=10), "worker processes outlived the killed command"
     written = [json.loads(line) for line in out.read_text().splitlines()]  # every complete line parses
     assert 5 <= len(written) < n, "killed part way"
     assert subprocess.run(command, stderr=subprocess.DEVNULL).returncode == 0

@@ -14,6 +14,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import sys
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -82,7 +83,8 @@ def prepared_inputs(paths: Iterator[str], size: int, workers: int) -> Iterator[t
         return
     # forkserver: the workers don't inherit this process's torch threads or model
     method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(method)) as pool:
+    context = multiprocessing.get_context(method)
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=exit_with, initargs=(os.getpid(),)) as pool:
         pending: deque = deque()
         try:
             for chunk in chunks:
@@ -100,6 +102,23 @@ def prepared_inputs(paths: Iterator[str], size: int, workers: int) -> Iterator[t
 
 class DecodingWorkerDied(DeepAutoDNNError):
     """A worker process of the catalogue's pool died; what was written is kept."""
+
+
+def exit_with(parent_pid: int, every_s: float = 1.0) -> None:
+    """A worker's initializer: end the worker once `parent_pid` is gone. A parent killed with
+    SIGKILL cannot shut its pool down, and its workers would wait on the task queue for ever."""
+
+    def watch() -> None:
+        while True:
+            time.sleep(every_s)
+            try:
+                os.kill(parent_pid, 0)
+            except ProcessLookupError:
+                os._exit(0)
+            except PermissionError:  # alive, under another user (a reused pid): keep going
+                pass
+
+    threading.Thread(target=watch, name="deepautodnn-parent-watch", daemon=True).start()
 
 
 def default_workers() -> int:
