@@ -195,12 +195,19 @@ def test_cli_catalogue_mode(shop, tiny_run, tmp_path, capsys):
     assert "--workers and --engine go with --out" in capsys.readouterr().err
 
 
-def group_gone(pgid: int, within_s: float) -> bool:
+def group_gone_but(pgid: int, within_s: float) -> bool:
+    """Whether every process of group `pgid` but its (zombie) leader ends within `within_s`."""
     deadline = time.monotonic() + within_s
     while time.monotonic() < deadline:
-        try:
-            os.killpg(pgid, 0)
-        except ProcessLookupError:
+        members = []
+        for entry in os.listdir("/proc"):
+            try:
+                fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            if entry.isdigit() and int(entry) != pgid and int(fields[2]) == pgid:
+                members.append(entry)
+        if not members:
             return True
         time.sleep(0.1)
     return False
@@ -222,8 +229,9 @@ def test_kill_9_mid_run_loses_at_most_a_batch_and_the_rerun_completes(tiny_run, 
     while time.monotonic() < deadline and (not out.exists() or out.read_bytes().count(b"\n") < 5):
         time.sleep(0.002)
     proc.send_signal(signal.SIGKILL)
+    time.sleep(3)  # not reaped yet: a zombie, as under a supervisor still reading its pipes
+    assert group_gone_but(proc.pid, within_s=10), "worker processes outlived the killed command"
     proc.wait()
-    assert group_gone(proc.pid, within_s=10), "worker processes outlived the killed command"
     written = [json.loads(line) for line in out.read_text().splitlines()]  # every complete line parses
     assert 5 <= len(written) < n, "killed part way"
     assert subprocess.run(command, stderr=subprocess.DEVNULL).returncode == 0

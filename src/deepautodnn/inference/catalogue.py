@@ -22,6 +22,7 @@ from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass
 from itertools import islice
+from pathlib import Path
 
 import numpy as np
 
@@ -109,16 +110,27 @@ def exit_with(parent_pid: int, every_s: float = 1.0) -> None:
     SIGKILL cannot shut its pool down, and its workers would wait on the task queue for ever."""
 
     def watch() -> None:
-        while True:
+        while process_alive(parent_pid):
             time.sleep(every_s)
-            try:
-                os.kill(parent_pid, 0)
-            except ProcessLookupError:
-                os._exit(0)
-            except PermissionError:  # alive, under another user (a reused pid): keep going
-                pass
+        os._exit(0)
 
     threading.Thread(target=watch, name="deepautodnn-parent-watch", daemon=True).start()
+
+
+def process_alive(pid: int) -> bool:
+    """Whether `pid` runs. A killed process that its parent has not reaped yet (a zombie) is not
+    running: its supervisor may wait for our end of its pipes before reaping it."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process under a reused pid
+        return True
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):  # no /proc (macOS): os.kill's answer stands
+        return True
+    return state not in ("Z", "X")
 
 
 def default_workers() -> int:
