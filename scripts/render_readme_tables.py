@@ -159,6 +159,7 @@ def render(source: str, view: str | None = None) -> str:
         "serve_load_table": lambda r: results_tables.serve_load_markdown(r, ROOT),
         "pretrained": results_tables.pretrained_markdown,
         "catalogue_table": lambda r: results_tables.catalogue_markdown(r, ROOT),
+        "serve_ops_table": lambda r: results_tables.serve_ops_markdown(r, ROOT),
     }
     return renderers[view or result["benchmark"]](result)
 

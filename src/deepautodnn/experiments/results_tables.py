@@ -296,3 +296,30 @@ def catalogue_markdown(manifest: dict, root: Path) -> str:
         "`--engine ray`, 2 CPUs",
     ]
     return render_markdown([Table(header, rows)]).strip() + "\n"
+
+
+def serve_ops_markdown(manifest: dict, root: Path) -> str:
+    """What one core serves (`serve_load.py --server-cpu`), and the SIGTERM drain under load."""
+    core = read_json(root / manifest["one_core"])
+    drain = read_json(root / manifest["drain"])
+    lat = core["latency_ms"]
+    resets = sum(drain["reset_without_answer"].values())
+    statuses = ", ".join(f"{n} x {s}" for s, n in sorted(drain["reached_the_service_by_status"].items()))
+    rows = [
+        [
+            f"one core serves (`{core['backend']}`, {core['clients']} keep-alive clients on the other core)",
+            f"`{core['command']}`",
+            f"**{core['requests_per_second']:,.0f} requests/s**, p50 {lat['p50']:.0f} ms, p99 {lat['p99']:.0f} ms, "
+            f"{core['errors']} errors, {core['wrong_answers']} wrong answers [json]({manifest['one_core']})",
+        ],
+        [
+            f"SIGTERM after {drain['load_seconds']:g} s of load from {drain['clients']} clients",
+            f"`{drain['command']}`",
+            f"**{drain['answered_not_200']} of {drain['reached_the_service']:,} requests that reached the service "
+            f"failed** ({statuses}); {resets} connections reset before their request was read, "
+            f"{drain['refused_at_connect']} refused at connect; exit {drain['exit_code']} "
+            f"{drain['drain_seconds']:.2f} s after SIGTERM [json]({manifest['drain']})",
+        ],
+    ]
+    cpu = recorded_cpu_class(core["machine"])
+    return render_markdown([Table(["what", "command", "result"], rows)]).strip() + f"\n\nCPU {cpu}.\n"
