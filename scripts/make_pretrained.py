@@ -31,7 +31,7 @@ SHIPPED = ("config.json", "model.safetensors", "unknown.json", "unknown.safetens
 HALVED = (
     "model.safetensors",
     "unknown_autoencoder.safetensors",
-)  # network weights; the detector's statistics stay float32
+)  # network weights; calibration rounds the kNN bank to float16 itself
 
 
 def halve_weights(path: Path) -> None:

@@ -50,7 +50,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     t.add_argument("--quiet", action="store_true", help="do not print the report at the end")
 
     e = sub.add_parser("evaluate", help="evaluate a model directory")
-    e.add_argument("model_dir")
+    e.add_argument("model_dir", metavar="MODEL", help="a model directory, or a pretrained name (`deepautodnn models`)")
     e.add_argument("--data-dir", help="folder with the Fashion-MNIST IDX files")
     e.add_argument("--split", default="test", choices=["test", "val"], help="split to evaluate (default: test)")
     e.add_argument("--json", action="store_true", help="print one JSON object instead of Markdown")
@@ -97,7 +97,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     )
 
     s = sub.add_parser("serve", help="HTTP prediction service with a web page (FastAPI + uvicorn)")
-    s.add_argument("model_dir")
+    s.add_argument("model_dir", metavar="MODEL", help="a model directory, or a pretrained name (`deepautodnn models`)")
     s.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
     s.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
     s.add_argument("--backend", default="auto", choices=["auto", *BACKENDS], help="as for predict (default: auto)")
@@ -366,6 +366,7 @@ def predict_catalogue(args) -> int:
         from deepautodnn.inference.ray_engine import classify_catalogue_ray as classify
 
         kwargs["cpus"] = args.workers
+        args.model_dir = args.model_given
     else:
         from deepautodnn.inference.catalogue import classify_catalogue as classify
 
@@ -376,7 +377,7 @@ def predict_catalogue(args) -> int:
         _stderr(f"deepautodnn: interrupted; the rows written so far are in {args.out} (rerun to continue)")
         return 130
     _stderr(f"deepautodnn: {summary.line()}")
-    return 0
+    return 1 if summary.errors else 0  # as for single files: every row is written, but some are errors
 
 
 def cmd_models(args) -> int:
@@ -467,7 +468,7 @@ def cmd_serve(args) -> int:
             os.environ[MULTIPROCESS_VARIABLE] = metrics_dir
             uvicorn.run("deepautodnn.serve.app:app_from_environment", factory=True, workers=args.workers, **server)
         return 0
-    except Terminated:  # a clean stop: the drain is done, or the server had not started
+    except (Terminated, KeyboardInterrupt):  # a clean stop: the drain is done, or the server had not started
         return 0
     finally:
         signal.signal(signal.SIGTERM, previous)
@@ -732,6 +733,7 @@ def resolve_model_arg(args) -> None:
             f"{args.model_dir} is a pretrained model shipped with deepautodnn; `{args.command}` writes into its "
             f'folder, so copy it first: cp -r "$(deepautodnn models --path {args.model_dir})" my-model'
         )
+    args.model_given = args.model_dir  # the name as typed: Ray's nodes resolve it themselves
     args.model_dir = str(resolved)
 
 

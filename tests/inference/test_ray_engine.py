@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from deepautodnn.inference.catalogue import classify_catalogue
@@ -13,12 +15,16 @@ ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'deep
 
 @pytest.fixture(scope="module")
 def local_ray():
-    from deepautodnn.inference.ray_engine import start_ray
+    from deepautodnn.inference.ray_engine import RayEngineError, start_ray
 
+    address = os.environ.pop("RAY_ADDRESS", None)  # a local Ray with 2 CPUs, never a user's cluster
     try:
         start_ray(cpus=2)
-    except Exception as err:  # no shared memory, no ports: this machine can't run Ray
-        pytest.skip(f"Ray cannot start here: {type(err).__name__}: {err}")
+    except RayEngineError as err:  # no shared memory, no ports: this machine can't run Ray
+        pytest.skip(f"Ray cannot start here: {err}")
+    finally:
+        if address is not None:
+            os.environ["RAY_ADDRESS"] = address
     yield
     ray.shutdown()
 

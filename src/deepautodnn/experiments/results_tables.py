@@ -276,7 +276,9 @@ def catalogue_markdown(manifest: dict, root: Path) -> str:
                 f"CPU {recorded_cpu_class(r['machine'])}, {r['machine']['cpu_count']} cores [json]({name})",
                 f"**{full['images_per_s']:.0f}**",
                 f"{full['peak_rss_mib']['with_workers']:.0f} MiB",
-                f"{early['with_workers']:.0f} after {early['rows']:,}, {late['with_workers']:.0f} after {late['rows']:,}",
+                f"command {early['command']:.0f} after {early['rows']:,}, {late['command']:.0f} after "
+                f"{late['rows']:,}; with workers {early['with_workers']:.0f}, {late['with_workers']:.0f} "
+                "(the workers may have ended by the last sample)",
                 f"killed at {resume['killed']['rows_seen']:,} rows; +{resume['overhead_s']:.1f} s, "
                 + ("same labels" if resume["same_labels_as_full_run"] else "**labels differ**"),
                 "not compared" if same is None else f"{same['differ']} of {same['files']:,} differ",

@@ -184,17 +184,17 @@ class ParquetOutput:
 
         self.path = path
         self.journal_path = path.with_name(path.name + JOURNAL_SUFFIX)
-        self.done: set[str] = set()
+        self.in_file: set[str] = set()  # files the Parquet file already holds
         if path.exists():
             try:
                 for batch in pq.ParquetFile(path).iter_batches(columns=["file"], batch_size=PARQUET_ROWS_PER_GROUP):
-                    self.done.update(batch.column(0).to_pylist())
+                    self.in_file.update(batch.column(0).to_pylist())
             except Exception as err:  # pyarrow's errors for a file that is not Parquet, or lacks the column
                 raise CatalogueOutputError(
                     f"{path}: exists and is not a catalogue output ({type(err).__name__}: {err}); choose another --out"
                 ) from None
         self.journal = LineOutput(self.journal_path, "jsonl")
-        self.done |= self.journal.done
+        self.done = self.in_file | self.journal.done
 
     def write(self, rows: list[dict]) -> None:
         self.journal.write(rows)
@@ -217,7 +217,10 @@ class ParquetOutput:
             rows = []
             with open(self.journal_path, encoding="utf-8") as f:
                 for line in f:
-                    rows.append(json.loads(line))
+                    row = json.loads(line)
+                    # A kill between the rename below and the journal's removal leaves both: once is enough.
+                    if row["file"] not in self.in_file:
+                        rows.append(row)
                     if len(rows) == PARQUET_ROWS_PER_GROUP:
                         writer.write_table(pa.Table.from_pylist(rows, schema=schema))
                         rows = []

@@ -22,8 +22,10 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Iterable
+from pathlib import Path
 
 from deepautodnn.data.preprocess import ImageError, load_preprocessed
+from deepautodnn.errors import DeepAutoDNNError
 from deepautodnn.inference.catalogue import (
     CatalogueSummary,
     classify_batch,
@@ -35,6 +37,10 @@ from deepautodnn.inference.catalogue import (
 from deepautodnn.inference.catalogue_output import error_row, open_output, parquet_schema
 from deepautodnn.inference.catalogue_sources import catalogue_paths
 from deepautodnn.utils.extras import require_extra
+
+
+class RayEngineError(DeepAutoDNNError):
+    """The catalogue's Ray job failed; the rows written so far are kept."""
 
 
 class DeepAutoDNNPredictor:
@@ -83,10 +89,14 @@ def start_ray(cpus: int | None) -> None:
     if ray.is_initialized():
         return
     address = os.environ.get("RAY_ADDRESS")
-    if address:
-        ray.init(address=address, log_to_driver=False)
-    else:
-        ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False)
+    try:
+        if address:
+            ray.init(address=address, log_to_driver=False)
+        else:
+            ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False)
+    except (ConnectionError, RuntimeError, ValueError) as err:
+        where = f"the cluster at RAY_ADDRESS={address}" if address else "a local Ray"
+        raise RayEngineError(f"could not start or reach {where}: {err}") from None
 
 
 def classify_catalogue_ray(
@@ -105,10 +115,17 @@ def classify_catalogue_ray(
     the same way. `cpus` sizes a local Ray (default: every core); on a cluster Ray decides."""
     if top_k < 1 or batch_size < 1:
         raise ValueError("--top-k and --batch-size must be >= 1")
-    from deepautodnn.models.pretrained import resolve_model_dir
+    from deepautodnn.models.pretrained import is_pretrained_name, resolve_model_dir
 
-    model_dir = str(resolve_model_dir(model).resolve())
-    load_runner(model_dir, backend)  # a bad model fails here, before any cluster work
+    resolved = resolve_model_dir(model)
+    # A pretrained name travels as the name: each node finds its own installed copy. A folder
+    # travels as its absolute path, which every node must be able to read.
+    model_for_actors = (
+        os.fspath(model)
+        if is_pretrained_name(model) and not (Path(model) / "config.json").is_file()
+        else str(resolved.resolve())
+    )
+    load_runner(resolved, backend)  # a bad model fails here, before any cluster work
     start_ray(cpus)
     import ray
 
@@ -133,19 +150,25 @@ def classify_catalogue_ray(
             actors = max(1, int(ray.cluster_resources().get("CPU", 1)))
             ds = ray.data.read_binary_files(list(named), include_paths=True).map_batches(
                 DeepAutoDNNPredictor,
-                fn_constructor_kwargs={"model": model_dir, "backend": backend, "top_k": top_k},
+                fn_constructor_kwargs={"model": model_for_actors, "backend": backend, "top_k": top_k},
                 concurrency=(1, actors),
                 num_cpus=1,
                 batch_size=batch_size,
                 batch_format="numpy",
             )
-            for table in ds.iter_batches(batch_size=batch_size, batch_format="pyarrow"):
-                rows = table.to_pylist()
-                for r in rows:
-                    r["file"] = named.get(r["file"], named.get(os.path.abspath(r["file"]), r["file"]))
-                output.write(rows)
-                count_rows(summary, rows)
-                bar.update(len(rows))
+            try:
+                for table in ds.iter_batches(batch_size=batch_size, batch_format="pyarrow"):
+                    rows = table.to_pylist()
+                    for r in rows:
+                        r["file"] = named.get(r["file"], named.get(os.path.abspath(r["file"]), r["file"]))
+                    output.write(rows)
+                    count_rows(summary, rows)
+                    bar.update(len(rows))
+            except ray.exceptions.RayError as err:  # a task or actor failed on the cluster
+                raise RayEngineError(
+                    f"Ray stopped the catalogue ({type(err).__name__}: {str(err).splitlines()[0][:300]}); "
+                    f"the rows written so far are in {out}: rerun to continue"
+                ) from None
     finally:
         summary.seconds = time.perf_counter() - start
         bar.close()
