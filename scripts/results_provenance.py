@@ -32,6 +32,8 @@ SKIP = {
     "serve_load.json",
     "reliability.json",
     "speed_by_cpu.json",
+    "catalogue.json",
+    "serve_ops.json",
     "preset_recipes.json",
     "provenance.json",
     "recipe_trials.json",  # validation trials, each with its own command and commit
