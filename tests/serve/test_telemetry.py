@@ -38,7 +38,10 @@ def test_metrics_count_requests_images_batches_and_unknown_inputs(tiny_run, test
     assert metric(text, "deepautodnn_images_classified_total") == 4
     assert metric(text, "deepautodnn_images_unknown_total") == sum(p["unknown"] for p in predictions)
     assert metric(text, "deepautodnn_batch_images_count") == 1 and metric(text, "deepautodnn_batch_images_sum") == 4
-    assert metric(text, "deepautodnn_model_info", version=__version__, preset=preset, backend="torch") == 1
+    weights = (tiny_run[0] / "model.safetensors.sha256").read_text().split()[0][:12]
+    assert (
+        metric(text, "deepautodnn_model_info", version=__version__, preset=preset, backend="torch", model=weights) == 1
+    )
     assert metric(text, "process_resident_memory_bytes") > 0
 
 

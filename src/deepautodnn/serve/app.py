@@ -110,7 +110,7 @@ class Service:
     def _ready_up(self, predictor: Predictor) -> None:
         self.batcher = MicroBatcher(predictor, on_batch=self.metrics.observe_batch)  # needs the event loop
         self.predictor = predictor
-        self.metrics.model_loaded(predictor.info["preset"], predictor.backend.name)
+        self.metrics.model_loaded(predictor.info["preset"], predictor.backend.name, predictor.info["weights_sha256"])
         # The model and libraries are long-lived: keep the cyclic GC from rescanning them under load.
         gc.freeze()
 

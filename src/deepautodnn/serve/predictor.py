@@ -15,7 +15,7 @@ from PIL import Image
 from starlette.concurrency import run_in_threadpool
 
 from deepautodnn.inference.predict import prediction_record, run_with_detection
-from deepautodnn.utils.files import read_json
+from deepautodnn.utils.files import read_json, recorded_checksum
 from deepautodnn.version import __version__
 
 
@@ -28,7 +28,7 @@ class Predictor:
         from deepautodnn.inference.backends import make_backend
         from deepautodnn.inference.ood import TwoSignalDetector, UnknownDetector
         from deepautodnn.models.pretrained import resolve_model_dir
-        from deepautodnn.models.serialization import METRICS_FILE, load_config
+        from deepautodnn.models.serialization import METRICS_FILE, WEIGHTS_FILE, load_config
 
         model_dir = resolve_model_dir(model_dir)  # a folder, or a pretrained name
         cfg = load_config(model_dir)
@@ -66,6 +66,7 @@ class Predictor:
                 else "fused: " + ", ".join(self.detector.fused_signals)
             ),
             "test_accuracy": metrics.get("accuracy"),
+            "weights_sha256": recorded_checksum(model_dir / WEIGHTS_FILE),
             "metrics": {k: metrics[k] for k in ("accuracy", "macro", "n", "data") if k in metrics},
             "deepautodnn_version": __version__,
         }

@@ -77,14 +77,16 @@ class Metrics:
         )
         self.model = Gauge(
             "deepautodnn_model_info",
-            "1, labelled with the model being served (absent while it loads)",
-            ["version", "preset", "backend"],
+            "1, labelled with the model being served: deepautodnn's version, the preset, the backend and "
+            "the first 12 hex digits of the weights' SHA-256, which tell two models apart (absent while it loads)",
+            ["version", "preset", "backend", "model"],
             multiprocess_mode="max",  # the same series from every worker: report it once
             registry=self.registry,
         )
 
-    def model_loaded(self, preset: str, backend: str) -> None:
-        self.model.labels(version=self.version, preset=preset, backend=backend).set(1)
+    def model_loaded(self, preset: str, backend: str, weights_sha256: str | None) -> None:
+        model = (weights_sha256 or "unknown")[:12]
+        self.model.labels(version=self.version, preset=preset, backend=backend, model=model).set(1)
 
     def observe_batch(self, predictions: list[dict]) -> None:
         """One forward pass's answers, as `Predictor.predict` gave them."""
