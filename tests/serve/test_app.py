@@ -36,6 +36,7 @@ from deepautodnn.experiments.http_load import (  # noqa: E402
 )
 from deepautodnn.inference.evaluate import predict_proba  # noqa: E402
 from deepautodnn.serve.app import create_app  # noqa: E402
+from tests.helpers.gated import gate_model_loading  # noqa: E402
 from tests.helpers.models import png  # noqa: E402
 from tests.helpers.prometheus import metric  # noqa: E402
 
@@ -161,16 +162,7 @@ def test_token_is_required_when_set(tiny_run, test_images):
 
 
 def test_not_ready_until_loaded(tiny_run, monkeypatch):
-    import deepautodnn.serve.app as service
-
-    gate = threading.Event()
-    real = service.Predictor
-
-    def slow(*args, **kwargs):
-        gate.wait(10)
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(service, "Predictor", slow)
+    gate = gate_model_loading(monkeypatch)
     with TestClient(create_app(tiny_run[0])) as c:
         assert c.get("/livez").status_code == 200
         r = c.get("/readyz")

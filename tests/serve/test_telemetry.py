@@ -15,6 +15,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 
 from deepautodnn.serve.app import create_app  # noqa: E402
 from deepautodnn.version import __version__  # noqa: E402
+from tests.helpers.gated import gate_model_loading  # noqa: E402
 from tests.helpers.models import png  # noqa: E402
 from tests.helpers.prometheus import metric  # noqa: E402
 
@@ -62,16 +63,7 @@ def test_metrics_need_the_token_when_there_is_one(tiny_run):
 
 
 def test_metrics_answer_while_the_model_loads(tiny_run, monkeypatch):
-    import deepautodnn.serve.app as service
-
-    gate = threading.Event()
-    real = service.Predictor
-
-    def slow(*args, **kwargs):
-        gate.wait(10)
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(service, "Predictor", slow)
+    gate = gate_model_loading(monkeypatch)
     with TestClient(create_app(tiny_run[0])) as c:
         loading = c.get("/metrics")
         gate.set()
