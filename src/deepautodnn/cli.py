@@ -366,13 +366,13 @@ def predict_catalogue(args) -> int:
         from deepautodnn.inference.ray_engine import classify_catalogue_ray as classify
 
         kwargs["cpus"] = args.workers
-        args.model_dir = args.model_given
     else:
         from deepautodnn.inference.catalogue import classify_catalogue as classify
 
         kwargs["workers"] = args.workers
     try:
-        summary = classify(args.model_dir, args.inputs, args.out, echo=_stderr, **kwargs)
+        # as typed: a pretrained name stays a name, which Ray's nodes resolve to their own copy
+        summary = classify(args.model_given, args.inputs, args.out, echo=_stderr, **kwargs)
     except KeyboardInterrupt:
         _stderr(f"deepautodnn: interrupted; the rows written so far are in {args.out} (rerun to continue)")
         return 130

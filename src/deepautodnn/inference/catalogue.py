@@ -60,19 +60,20 @@ class CatalogueSummary:
         )
 
 
+def prepare_one(source: str | bytes, size: int, name: str) -> tuple[str, np.ndarray | None, dict | None, str | None]:
+    """(file name, model input (size, size) uint8, evidence, error) for one image file or its bytes."""
+    try:
+        prepared = load_preprocessed(source, size, name=name)
+    except ImageError as err:
+        return name, None, None, str(err)
+    except OSError as err:  # a read error in the middle of a file, a vanished mount
+        return name, None, None, f"{name}: {err.strerror or err}"
+    return name, prepared.image, prepared.evidence, None
+
+
 def prepare_chunk(paths: list[str], size: int) -> list[tuple[str, np.ndarray | None, dict | None, str | None]]:
-    """(file, model input (size, size) uint8, evidence, error) per path; runs in a worker."""
-    out = []
-    for path in paths:
-        try:
-            prepared = load_preprocessed(path, size, name=path)
-        except ImageError as err:
-            out.append((path, None, None, str(err)))
-        except OSError as err:  # a read error in the middle of a file, a vanished mount
-            out.append((path, None, None, f"{path}: {err.strerror or err}"))
-        else:
-            out.append((path, prepared.image, prepared.evidence, None))
-    return out
+    """`prepare_one` for each path; runs in a worker."""
+    return [prepare_one(path, size, path) for path in paths]
 
 
 def prepared_inputs(paths: Iterator[str], size: int, workers: int) -> Iterator[tuple]:
@@ -204,10 +205,7 @@ def classify_catalogue(
     try:
         prepared = prepared_inputs(todo, size, workers)
         while batch := list(islice(prepared, batch_size)):
-            rows = classify_batch(runner, detector, class_names, batch, top_k)
-            output.write(rows)
-            count_rows(summary, rows)
-            bar.update(len(rows))
+            write_rows(output, summary, bar, classify_batch(runner, detector, class_names, batch, top_k))
     finally:
         summary.seconds = time.perf_counter() - start
         bar.close()
@@ -222,6 +220,13 @@ def skip_done(paths: Iterator[str], done: set[str], summary: CatalogueSummary) -
         else:
             done.add(path)  # named twice by the sources: classified once
             yield path
+
+
+def write_rows(output, summary: CatalogueSummary, bar, rows: list[dict]) -> None:
+    """A batch of rows into the output, counted in the summary and on the progress bar."""
+    output.write(rows)
+    count_rows(summary, rows)
+    bar.update(len(rows))
 
 
 def count_rows(summary: CatalogueSummary, rows: list[dict]) -> None:

@@ -24,15 +24,15 @@ import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from deepautodnn.data.preprocess import ImageError, load_preprocessed
 from deepautodnn.errors import DeepAutoDNNError
 from deepautodnn.inference.catalogue import (
     CatalogueSummary,
     classify_batch,
-    count_rows,
     load_runner,
+    prepare_one,
     progress_bar,
     skip_done,
+    write_rows,
 )
 from deepautodnn.inference.catalogue_output import error_row, open_output, parquet_schema
 from deepautodnn.inference.catalogue_sources import catalogue_paths
@@ -57,15 +57,7 @@ class DeepAutoDNNPredictor:
     def __call__(self, batch: dict):
         import pyarrow as pa
 
-        prepared = []
-        for data, path in zip(batch["bytes"], batch["path"]):
-            path = str(path)
-            try:
-                p = load_preprocessed(bytes(data), self.size, name=path)
-            except ImageError as err:
-                prepared.append((path, None, None, str(err)))
-            else:
-                prepared.append((path, p.image, p.evidence, None))
+        prepared = [prepare_one(bytes(data), self.size, str(path)) for data, path in zip(batch["bytes"], batch["path"])]
         rows = classify_batch(self.runner, self.detector, self.class_names, prepared, self.top_k)
         return pa.Table.from_pylist(rows, schema=parquet_schema())
 
@@ -115,16 +107,12 @@ def classify_catalogue_ray(
     the same way. `cpus` sizes a local Ray (default: every core); on a cluster Ray decides."""
     if top_k < 1 or batch_size < 1:
         raise ValueError("--top-k and --batch-size must be >= 1")
-    from deepautodnn.models.pretrained import is_pretrained_name, resolve_model_dir
+    from deepautodnn.models.pretrained import resolve_model_dir
 
     resolved = resolve_model_dir(model)
-    # A pretrained name travels as the name: each node finds its own installed copy. A folder
-    # travels as its absolute path, which every node must be able to read.
-    model_for_actors = (
-        os.fspath(model)
-        if is_pretrained_name(model) and not (Path(model) / "config.json").is_file()
-        else str(resolved.resolve())
-    )
+    # A pretrained name (resolved to the shipped folder) travels as the name: each node finds its
+    # own installed copy. A folder travels as its absolute path, which every node must read.
+    model_for_actors = os.fspath(model) if resolved != Path(model) else str(resolved.resolve())
     load_runner(resolved, backend)  # a bad model fails here, before any cluster work
     start_ray(cpus)
     import ray
@@ -143,9 +131,7 @@ def classify_catalogue_ray(
                 named[os.path.abspath(path)] = path
             else:
                 unreadable.append(error_row(path, reason))
-        output.write(unreadable)
-        count_rows(summary, unreadable)
-        bar.update(len(unreadable))
+        write_rows(output, summary, bar, unreadable)
         if named:
             actors = max(1, int(ray.cluster_resources().get("CPU", 1)))
             ds = ray.data.read_binary_files(list(named), include_paths=True).map_batches(
@@ -161,9 +147,7 @@ def classify_catalogue_ray(
                     rows = table.to_pylist()
                     for r in rows:
                         r["file"] = named.get(r["file"], named.get(os.path.abspath(r["file"]), r["file"]))
-                    output.write(rows)
-                    count_rows(summary, rows)
-                    bar.update(len(rows))
+                    write_rows(output, summary, bar, rows)
             except ray.exceptions.RayError as err:  # a task or actor failed on the cluster
                 raise RayEngineError(
                     f"Ray stopped the catalogue ({type(err).__name__}: {str(err).splitlines()[0][:300]}); "
