@@ -50,11 +50,13 @@ class TorchBackend:
         return cls(load_graph(model_dir), bf16)
 
     @torch.inference_mode()
-    def run(self, images_u8: np.ndarray, reconstruction: bool = True) -> GraphOutputs:
+    def run(self, images_u8: np.ndarray, reconstruction: bool = True, embedding: str | None = None) -> GraphOutputs:
         """The graph on uint8 images (N, H, W); `reconstruction=False` skips the autoencoder's
-        picture (recon is None) where the graph can."""
+        picture (recon is None) where the graph can; `embedding` adds the search vectors."""
         x = torch.from_numpy(model_input(images_u8))  # (N, 1, H, W)
         kwargs = {} if reconstruction or not isinstance(self.graph, InferenceGraph) else {"reconstruction": False}
+        if embedding is not None:
+            kwargs["embedding"] = embedding
         if not self.bf16:
             outputs = self.graph(x, **kwargs)
         else:
@@ -212,10 +214,14 @@ def backend_accuracy(backend, images_u8: np.ndarray, labels: np.ndarray, batch_s
     return float((proba.argmax(1) == labels).mean())
 
 
-def run_batched(backend, images_u8: np.ndarray, batch_size: int = 1024, reconstruction: bool = True) -> GraphOutputs:
-    """`backend.run` over `images_u8` in chunks, the outputs concatenated."""
+def run_batched(
+    backend, images_u8: np.ndarray, batch_size: int = 1024, reconstruction: bool = True, embedding: str | None = None
+) -> GraphOutputs:
+    """`backend.run` over `images_u8` in chunks, the outputs concatenated; `embedding` (a space)
+    asks a torch backend for the search vectors too."""
+    kwargs = {} if embedding is None else {"embedding": embedding}
     parts = [
-        backend.run(images_u8[i : i + batch_size], reconstruction=reconstruction)
+        backend.run(images_u8[i : i + batch_size], reconstruction=reconstruction, **kwargs)
         for i in range(0, len(images_u8), batch_size)
     ]
     if not parts:

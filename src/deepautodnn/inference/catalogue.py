@@ -152,24 +152,29 @@ def load_runner(model, backend: str = "auto", echo: Callable[[str], None] | None
     return runner, detector, list(cfg.model.class_names), cfg.model.image_size
 
 
-def classify_batch(runner, detector, class_names, prepared: list[tuple], top_k: int) -> list[dict]:
-    """Output rows for a batch of prepare_chunk tuples: the model's answer, or the file's error."""
+def classify_batch(
+    runner, detector, class_names, prepared: list[tuple], top_k: int, embedding: str | None = None
+) -> list[dict]:
+    """Output rows for a batch of prepare_chunk tuples: the model's answer, or the file's error.
+    With `embedding` (a space; the runner must be a torch backend) each row has its `vector` too."""
     good = [p for p in prepared if p[3] is None]
     rows_by_file = {}
     if good:
         images = np.stack([p[1] for p in good])  # (N, size, size) uint8
-        out, scores = run_with_detection(runner, detector, images, [p[2] for p in good])
+        out, scores = run_with_detection(runner, detector, images, [p[2] for p in good], embedding=embedding)
         k = max(1, min(top_k, len(class_names)))
         for i, (file, *_rest) in enumerate(good):
             score = None if scores is None else scores[i]
             rows_by_file[i] = result_row(prediction_record(file, out.proba[i], class_names, k, score))
+            if embedding is not None:
+                rows_by_file[i]["vector"] = out.embedding[i].tolist()
     rows, i = [], 0
     for file, _image, _evidence, error in prepared:
         if error is None:
             rows.append(rows_by_file[i])
             i += 1
         else:
-            rows.append(error_row(file, error))
+            rows.append(error_row(file, error) | ({} if embedding is None else {"vector": None}))
     return rows
 
 
@@ -192,20 +197,44 @@ def classify_catalogue(
         raise ValueError("--top-k must be >= 1")
     if batch_size < 1:
         raise ValueError("--batch-size must be >= 1")
+    workers = check_workers(workers)
+    runner, detector, class_names, size = load_runner(model, backend, echo)
+
+    def rows_of(batch: list[tuple]) -> list[dict]:
+        return classify_batch(runner, detector, class_names, batch, top_k)
+
+    return run_catalogue(rows_of, size, sources, open_output(out), workers, batch_size, progress, "classifying")
+
+
+def check_workers(workers: int | None) -> int:
     workers = default_workers() if workers is None else workers
     if workers < 0:
         raise ValueError("--workers must be >= 0")
-    runner, detector, class_names, size = load_runner(model, backend, echo)
+    return workers
+
+
+def run_catalogue(
+    rows_of: Callable[[list[tuple]], list[dict]],
+    size: int,
+    sources: Iterable[str],
+    output,
+    workers: int,
+    batch_size: int,
+    progress: bool,
+    doing: str,
+) -> CatalogueSummary:
+    """The loop that `predict --out` and `embed` share: the sources' paths not yet in `output`,
+    decoded by `workers` processes, in batches of `batch_size` through `rows_of` (prepare_chunk
+    tuples -> output rows), each batch written as it finishes. Closes `output`."""
     _share_cores(workers)
-    output = open_output(out)
-    summary = CatalogueSummary(out=str(out), engine="local")
+    summary = CatalogueSummary(out=str(output.path), engine="local")
     todo = skip_done(catalogue_paths(sources), output.done, summary)
-    bar = progress_bar(progress)
+    bar = progress_bar(progress, doing)
     start = time.perf_counter()
     try:
         prepared = prepared_inputs(todo, size, workers)
         while batch := list(islice(prepared, batch_size)):
-            write_rows(output, summary, bar, classify_batch(runner, detector, class_names, batch, top_k))
+            write_rows(output, summary, bar, rows_of(batch))
     finally:
         summary.seconds = time.perf_counter() - start
         bar.close()
@@ -254,9 +283,9 @@ class _NoBar:
         pass
 
 
-def progress_bar(show: bool):
+def progress_bar(show: bool, doing: str = "classifying"):
     if not show:
         return _NoBar()
     from tqdm import tqdm
 
-    return tqdm(unit="img", desc="classifying", file=sys.stderr, smoothing=0.1)
+    return tqdm(unit="img", desc=doing, file=sys.stderr, smoothing=0.1)

@@ -158,43 +158,72 @@ def _csv_cell(value):
 # ---- Parquet ------------------------------------------------------------------------------------
 
 
-def parquet_schema():
+def parquet_schema(vectors: bool = False):
+    """The rows' Arrow schema; `vectors` adds the search vectors of `deepautodnn embed`."""
     import pyarrow as pa
 
     top = pa.list_(pa.struct([("label", pa.string()), ("probability", pa.float64())]))
-    return pa.schema(
-        [
-            ("file", pa.string()),
-            ("label", pa.string()),
-            ("label_index", pa.int32()),
-            ("probability", pa.float64()),
-            ("unknown", pa.bool_()),
-            ("unknown_score", pa.float64()),
-            ("top_k", top),
-            ("error", pa.string()),
-        ]
-    )
+    fields = [
+        ("file", pa.string()),
+        ("label", pa.string()),
+        ("label_index", pa.int32()),
+        ("probability", pa.float64()),
+        ("unknown", pa.bool_()),
+        ("unknown_score", pa.float64()),
+        ("top_k", top),
+        ("error", pa.string()),
+    ]
+    if vectors:
+        fields.append(("vector", pa.list_(pa.float32())))  # L2-normalised; null on an error row
+    return pa.schema(fields)
+
+
+IDENTITY_KEY = b"deepautodnn"  # Parquet schema metadata: what made the rows (the embedding's identity)
+IDENTITY_SUFFIX = ".partial.identity.json"  # the same, beside the journal, until the Parquet file has it
 
 
 class ParquetOutput:
-    """Rows journaled as JSON Lines while the run goes; the Parquet file rewritten at `close`."""
+    """Rows journaled as JSON Lines while the run goes; the Parquet file rewritten at `close`.
 
-    def __init__(self, path: Path):
+    With `identity` (a JSON-able dict saying which model made the rows), the file records it in its
+    schema metadata, and an existing file or journal made by anything else is refused rather than
+    mixed with new rows."""
+
+    def __init__(self, path: Path, *, vectors: bool = False, identity: dict | None = None):
         import pyarrow.parquet as pq
 
         self.path = path
+        self.schema = parquet_schema(vectors)
+        self.identity = identity
         self.journal_path = path.with_name(path.name + JOURNAL_SUFFIX)
+        self.identity_path = path.with_name(path.name + IDENTITY_SUFFIX)
         self.in_file: set[str] = set()  # files the Parquet file already holds
         if path.exists():
             try:
-                for batch in pq.ParquetFile(path).iter_batches(columns=["file"], batch_size=PARQUET_ROWS_PER_GROUP):
+                parquet = pq.ParquetFile(path)
+                self._check_identity(path, _identity_of(parquet.schema_arrow.metadata))
+                for batch in parquet.iter_batches(columns=["file"], batch_size=PARQUET_ROWS_PER_GROUP):
                     self.in_file.update(batch.column(0).to_pylist())
+            except CatalogueOutputError:
+                raise
             except Exception as err:  # pyarrow's errors for a file that is not Parquet, or lacks the column
                 raise CatalogueOutputError(
                     f"{path}: exists and is not a catalogue output ({type(err).__name__}: {err}); choose another --out"
                 ) from None
+        if self.journal_path.exists() and identity is not None:
+            recorded = json.loads(self.identity_path.read_text()) if self.identity_path.exists() else None
+            self._check_identity(self.journal_path, recorded)
         self.journal = LineOutput(self.journal_path, "jsonl")
         self.done = self.in_file | self.journal.done
+        if identity is not None:
+            self.identity_path.write_text(json.dumps(identity, sort_keys=True))
+
+    def _check_identity(self, path: Path, recorded: dict | None) -> None:
+        if recorded != self.identity:
+            raise CatalogueOutputError(
+                f"{path}: holds rows made by {_describe(recorded)}, not by {_describe(self.identity)}; "
+                "choose another --out, or delete it to start again"
+            )
 
     def write(self, rows: list[dict]) -> None:
         self.journal.write(rows)
@@ -206,9 +235,11 @@ class ParquetOutput:
 
         self.journal.close()
         if self.journal_path.stat().st_size == 0 and self.path.exists():
-            self.journal_path.unlink()
+            self._remove_journal()
             return
-        schema = parquet_schema()
+        schema = self.schema
+        if self.identity is not None:
+            schema = schema.with_metadata({IDENTITY_KEY: json.dumps(self.identity, sort_keys=True)})
         tmp = self.path.with_name(f".{self.path.name}.tmp")
         with pq.ParquetWriter(tmp, schema) as writer:
             if self.path.exists():
@@ -227,13 +258,40 @@ class ParquetOutput:
             if rows:
                 writer.write_table(pa.Table.from_pylist(rows, schema=schema))
         os.replace(tmp, self.path)
+        self._remove_journal()
+
+    def _remove_journal(self) -> None:
         self.journal_path.unlink()
+        self.identity_path.unlink(missing_ok=True)
 
 
-def open_output(path: str | os.PathLike) -> LineOutput | ParquetOutput:
-    """The output for `path` by its suffix, with `.done` = the files it already holds."""
+def _identity_of(metadata: dict | None) -> dict | None:
+    raw = (metadata or {}).get(IDENTITY_KEY)
+    return None if raw is None else json.loads(raw)
+
+
+def _describe(identity: dict | None) -> str:
+    if identity is None:
+        return "`deepautodnn predict` (no embedding)"
+    return ", ".join(f"{k} {str(v)[:16]}" for k, v in sorted(identity.items()))
+
+
+def read_identity(path: str | os.PathLike) -> dict | None:
+    """The identity a Parquet output records (None for `predict`'s)."""
+    import pyarrow.parquet as pq
+
+    return _identity_of(pq.read_schema(path).metadata)
+
+
+def open_output(path: str | os.PathLike, *, identity: dict | None = None) -> LineOutput | ParquetOutput:
+    """The output for `path` by its suffix, with `.done` = the files it already holds. With
+    `identity` (an embedding's), it must be Parquet, and the rows carry a `vector` column."""
     path = Path(path)
     fmt = output_format(path)
+    if identity is not None:
+        if fmt != "parquet":
+            raise CatalogueOutputError(f"{path}: vectors go to a Parquet file; --out must end in .parquet")
+        return ParquetOutput(path, vectors=True, identity=identity)
     return ParquetOutput(path) if fmt == "parquet" else LineOutput(path, fmt)
 
 

@@ -50,14 +50,16 @@ def run_with_detection(
     evidence: list[dict] | None = None,
     batch_size: int = 1024,
     reconstruction: bool = False,
+    embedding: str | None = None,
 ):
     """One pass of `backend` over model inputs (N, H, W) uint8 -> (GraphOutputs, unknown scores (N,)
     or None without a detector). `evidence` is preprocessing's, one dict per image. The
-    reconstruction is computed when asked for or when the detector reads it, else skipped."""
+    reconstruction is computed when asked for or when the detector reads it, else skipped;
+    `embedding` (a space, torch backends only) adds the search vectors."""
     from deepautodnn.inference.backends import run_batched
 
     reconstruction = reconstruction or bool(detector is not None and detector.needs_reconstruction)
-    out = run_batched(backend, images_u8, batch_size, reconstruction=reconstruction)
+    out = run_batched(backend, images_u8, batch_size, reconstruction=reconstruction, embedding=embedding)
     if detector is None:
         return out, None
     return out, detector.scores(out, images_u8, evidence, backend.name)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from deepautodnn.config import Config, ModelConfig
 from deepautodnn.utils.runtime import seed_everything
@@ -133,6 +134,44 @@ class DeepAutoDNN(nn.Module):
     def predict_proba(self, x: torch.Tensor) -> torch.Tensor:
         """Softmax probabilities (paper Sec. III-C) for float images in [0, 1]."""
         return torch.softmax(self(x).float(), dim=1)  # (B, 1, 28, 28) -> (B, num_classes)
+
+    def embedding_dim(self, space: str) -> int:
+        c, h, w = self.config.latent_shape
+        return {"code": c * h * w, "penultimate": (self.config.dnn_hidden or (c * h * w,))[-1]}[check_space(space)]
+
+    @torch.inference_mode()
+    def embed(self, images: np.ndarray | torch.Tensor, space: str = "penultimate", *, batch_size: int = 1024):
+        """Search vectors for images: uint8 (N, H, W) or (N, 1, H, W), or float in [0, 1] ->
+        L2-normalised float32 (N, D) on the CPU, so an inner product is a cosine similarity.
+        `space` is "penultimate" (the classifier's last hidden layer) or "code" (the autoencoder's
+        code, flattened). The caller puts the model in eval mode."""
+        x = torch.as_tensor(images)
+        if x.ndim == 3:
+            x = x.unsqueeze(1)  # (N, H, W) -> (N, 1, H, W)
+        device = next(self.parameters()).device
+        out = []
+        for chunk in x.split(batch_size):
+            chunk = to_unit(chunk) if chunk.dtype == torch.uint8 else chunk.float()
+            z = self.forward_features(chunk.to(device))  # (B, C, H', W')
+            _, features = self.forward_head(z)  # (B, D)
+            out.append(embedding_from(z, features, space).cpu())
+        return torch.cat(out) if out else torch.zeros(0, self.embedding_dim(space))
+
+
+EMBEDDING_SPACES = ("penultimate", "code")
+
+
+def check_space(space: str) -> str:
+    if space not in EMBEDDING_SPACES:
+        raise ValueError(f"embedding space must be one of {', '.join(EMBEDDING_SPACES)}, not {space!r}")
+    return space
+
+
+def embedding_from(z: torch.Tensor, features: torch.Tensor, space: str) -> torch.Tensor:
+    """The one way a search vector is made: the code (B, C, H', W') or the penultimate features
+    (B, D) -> L2-normalised float32 (B, D'); the graph's `embedding` output and `embed` both call it."""
+    vectors = z.flatten(1) if check_space(space) == "code" else features  # (B, C*H'*W') or (B, D)
+    return F.normalize(vectors.float(), dim=1)
 
 
 def to_unit(x_u8: torch.Tensor) -> torch.Tensor:

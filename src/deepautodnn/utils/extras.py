@@ -15,6 +15,7 @@ EXTRAS = {  # what each extra needs; [serve] also brings httptools, uvloop and o
     "report": ("matplotlib", "skimage"),
     "catalogue": ("pyarrow",),
     "ray": ("ray", "pyarrow"),
+    "search": ("faiss", "pyarrow"),
 }
 
 
