@@ -128,6 +128,12 @@ def get_args_parser() -> argparse.ArgumentParser:
         "to finish before they are cut off (default: 30)",
     )
     s.add_argument(
+        "--index",
+        metavar="FILE",
+        help="a catalogue index (`deepautodnn index build`) of this model's vectors: adds POST /v1/similar, "
+        "and similar items on the page",
+    )
+    s.add_argument(
         "--access-log",
         default="text",
         choices=["text", "json", "off"],
@@ -223,6 +229,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     q.add_argument("--steps", metavar="PNG", help="write every step as a row of titled panels to this PNG")
     q.add_argument("--out", metavar="PNG", help="write the model input (8-bit grey) to this PNG")
 
+    add_search_parsers(sub)
+
     m = sub.add_parser("models", help="the pretrained models that ship with deepautodnn, by name")
     m.add_argument("--json", action="store_true", help="print JSON")
     m.add_argument("--path", metavar="NAME", help="print only the folder of pretrained model NAME")
@@ -230,6 +238,55 @@ def get_args_parser() -> argparse.ArgumentParser:
     i = sub.add_parser("info", help="versions, device and where the dataset is")
     i.add_argument("--data-dir", help="also look in this folder for the dataset")
     return parser
+
+
+def add_search_parsers(sub) -> None:
+    """`embed`, `index build|info` and `similar`: similar-item search (docs/search.md)."""
+    from deepautodnn.config import EMBEDDING_SPACES
+    from deepautodnn.inference.names import DEFAULT_SPACE, INDEX_KINDS
+
+    e = sub.add_parser("embed", help="a search vector for every image of a catalogue, into one Parquet file")
+    e.add_argument("model_dir", metavar="MODEL", help="a model directory, or a pretrained name (`deepautodnn models`)")
+    e.add_argument("inputs", nargs="+", metavar="SOURCE", help="folders, globs and manifests, as for predict --out")
+    e.add_argument("--out", required=True, metavar="FILE", help="the vectors (.parquet); a rerun skips files in it")
+    e.add_argument(
+        "--space",
+        default=DEFAULT_SPACE,
+        choices=list(EMBEDDING_SPACES),
+        help=f"the classifier's penultimate features or the autoencoder's code (default: {DEFAULT_SPACE}, "
+        "the better in the retrieval benchmark)",
+    )
+    e.add_argument("--workers", type=int, help="processes decoding images (default: one per core; 0: none)")
+    e.add_argument("--batch-size", type=int, default=256, help="images per model batch (default: 256)")
+    e.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    x = sub.add_parser("index", help="a FAISS index over the vectors of `embed`, for `similar` and `serve --index`")
+    xs = x.add_subparsers(dest="index_command", required=True)
+    b = xs.add_parser("build", help="build the index: exact for small catalogues, IVF with a measured nprobe above")
+    b.add_argument("vectors", help="the Parquet file `deepautodnn embed` wrote")
+    b.add_argument("--out", required=True, metavar="INDEX", help="the index file to write, e.g. catalogue.index")
+    b.add_argument(
+        "--kind", default="auto", choices=list(INDEX_KINDS), help="auto (default): exact below 20,000 vectors, else ivf"
+    )
+    b.add_argument(
+        "--recall", type=float, default=0.95, help="ivf: recall@10 against exact search to reach (default: 0.95)"
+    )
+    i = xs.add_parser("info", help="what an index holds: its model, space, kind, size and measured trade-off")
+    i.add_argument("index")
+    i.add_argument("--json", action="store_true", help="print JSON")
+
+    s = sub.add_parser("similar", help="the catalogue items that look most like a photo")
+    s.add_argument("model_dir", metavar="MODEL", help="the model that embedded the catalogue (directory or name)")
+    s.add_argument("index", help="the index file of `deepautodnn index build`")
+    s.add_argument("queries", nargs="+", metavar="QUERY", help="image files or folders")
+    s.add_argument("--k", type=int, default=10, help="neighbours per query (default: 10)")
+    s.add_argument("--same-class", action="store_true", help="only items the model gives the query's class")
+    s.add_argument(
+        "--even-if-unknown",
+        action="store_true",
+        help="search for queries flagged unknown too (by default they get the flag, not neighbours)",
+    )
+    s.add_argument("--format", default="table", choices=["table", "json", "csv"], help="output format (default: table)")
 
 
 def _stderr(msg: str) -> None:
@@ -380,6 +437,91 @@ def predict_catalogue(args) -> int:
     return 1 if summary.errors else 0  # as for single files: every row is written, but some are errors
 
 
+def cmd_embed(args) -> int:
+    from deepautodnn.inference.embedding import embed_catalogue
+
+    try:
+        summary = embed_catalogue(
+            args.model_dir,
+            args.inputs,
+            args.out,
+            space=args.space,
+            batch_size=args.batch_size,
+            workers=args.workers,
+            progress=not args.no_progress,
+        )
+    except KeyboardInterrupt:
+        _stderr(f"deepautodnn: interrupted; the vectors written so far are in {args.out} (rerun to continue)")
+        return 130
+    _stderr(f"deepautodnn: {summary.line()}")
+    return 1 if summary.errors else 0
+
+
+def cmd_index(args) -> int:
+    from deepautodnn.inference.vector_index import CatalogueIndex, build_catalogue_index
+
+    if args.index_command == "build":
+        built = build_catalogue_index(args.vectors, args.out, kind=args.kind, target_recall=args.recall)
+        _stderr(f"deepautodnn: {index_summary(built.meta)} -> {args.out}")
+        return 0
+    meta = CatalogueIndex.load(args.index).meta
+    if args.json:
+        print(json.dumps(meta, indent=2))
+        return 0
+    print(index_summary(meta))
+    for point in meta["tradeoff"]:
+        mark = "  <- chosen" if point["nprobe"] == meta["params"].get("nprobe") else ""
+        print(
+            f"  nprobe {point['nprobe']:>5}  recall@10 {point['recall_at_10']:.3f}  {point['ms_per_query']:.3f} ms{mark}"
+        )
+    return 0
+
+
+def index_summary(meta: dict) -> str:
+    identity = meta["identity"]
+    how = "exact" if meta["kind"] == "exact" else "ivf, " + ", ".join(f"{k} {v}" for k, v in meta["params"].items())
+    return (
+        f"{meta['count']} items, {identity['space']} vectors ({identity['dim']} wide) of model "
+        f"{identity['weights_sha256'][:12]}; {how}"
+    )
+
+
+def cmd_similar(args) -> int:
+    from deepautodnn.inference.similar import SimilarFinder
+
+    finder = SimilarFinder(args.model_dir, args.index)
+    results, errors = finder.similar_files(
+        args.queries, k=args.k, same_class=args.same_class, even_if_unknown=args.even_if_unknown
+    )
+    for err in errors:
+        _stderr(f"deepautodnn: skipped {err['error']}")
+    if args.format == "json":
+        print(json.dumps(results, indent=2))
+    elif args.format == "csv":
+        writer = csv.writer(sys.stdout)
+        writer.writerow(["query", "query_label", "query_unknown", "rank", "file", "score", "label", "label_index"])
+        for r in results:
+            q = r["query"]
+            unknown = "" if q["unknown"] is None else str(q["unknown"]).lower()
+            for rank, n in enumerate(r["neighbours"], 1):
+                writer.writerow(
+                    [q["file"], q["label"], unknown, rank, n["file"], f"{n['score']:.6f}", n["label"], n["label_index"]]
+                )
+    else:
+        for r in results:
+            q = r["query"]
+            print(f"{q['file']}\t{q['label']} ({q['probability'] * 100:.1f}%)" + ("\tUNKNOWN" if q["unknown"] else ""))
+            for rank, n in enumerate(r["neighbours"], 1):
+                print(f"  {rank:>3}  {n['score']:.4f}  {n['label']:<12}  {n['file']}")
+    for r in results:
+        if r["note"]:
+            _stderr(f"deepautodnn: {r['query']['file']}: {r['note']} (--even-if-unknown shows them)")
+    if not results and not errors:
+        _stderr("deepautodnn: no image files found in the given queries")
+        return 1
+    return 1 if errors else 0
+
+
 def cmd_models(args) -> int:
     from deepautodnn.models.pretrained import pretrained_dir, pretrained_models
 
@@ -428,6 +570,12 @@ def cmd_serve(args) -> int:
     # Also fails now for a missing or broken ONNX file. "auto" is resolved here, once, and every
     # worker serves what it chose: timed in several processes at once, they could choose apart.
     backend = make_backend(args.model_dir, args.backend, echo=_stderr).name
+    if args.index:  # fails now for a missing or damaged index, or one of another model's vectors
+        from deepautodnn.inference.similar import SimilarFinder
+
+        _stderr(
+            f"deepautodnn: similar items from {index_summary(SimilarFinder(args.model_dir, args.index).index.meta)}"
+        )
     settings = {
         "model_dir": str(args.model_dir),
         "backend": backend,
@@ -435,6 +583,7 @@ def cmd_serve(args) -> int:
         "max_body_bytes": int(args.max_body_mb * 2**20),
         "client_timeout_s": args.client_timeout,
         "json_access_log": args.access_log == "json",
+        "index": str(Path(args.index).resolve()) if args.index else None,
     }
     import uvicorn
 
@@ -716,6 +865,9 @@ COMMANDS = {
     "bench": cmd_bench,
     "preprocess": cmd_preprocess,
     "models": cmd_models,
+    "embed": cmd_embed,
+    "index": cmd_index,
+    "similar": cmd_similar,
     "info": cmd_info,
 }
 

@@ -294,6 +294,7 @@ FLOAT32_VARIANTS = {"fast": "fast-fp32"}
 # What `deepautodnn ablate` compares: the encoder frozen after pretraining (the paper's Algorithm 1),
 # fine-tuned end to end after pretraining, and the same network trained from scratch.
 ABLATION_VARIANTS = ("frozen", "finetuned", "scratch")
+EMBEDDING_SPACES = ("penultimate", "code")  # search vectors: the classifier's last hidden layer, or the code
 
 
 def get_preset(name: str) -> Config:

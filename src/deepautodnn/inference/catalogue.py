@@ -45,6 +45,7 @@ class CatalogueSummary:
     skipped: int = 0  # already in the output from an earlier run
     seconds: float = 0.0
     engine: str = "local"
+    verb: str = "classified"  # what a row means: "classified", or "embedded" for `embed`
 
     @property
     def images_per_s(self) -> float:
@@ -55,7 +56,7 @@ class CatalogueSummary:
 
     def line(self) -> str:
         return (
-            f"{self.classified} classified ({self.unknown} unknown), {self.errors} unreadable, "
+            f"{self.classified} {self.verb} ({self.unknown} unknown), {self.errors} unreadable, "
             f"{self.skipped} already in {self.out}; {self.images_per_s:.0f} images/s"
         )
 
@@ -203,7 +204,7 @@ def classify_catalogue(
     def rows_of(batch: list[tuple]) -> list[dict]:
         return classify_batch(runner, detector, class_names, batch, top_k)
 
-    return run_catalogue(rows_of, size, sources, open_output(out), workers, batch_size, progress, "classifying")
+    return run_catalogue(rows_of, size, sources, open_output(out), workers, batch_size, progress)
 
 
 def check_workers(workers: int | None) -> int:
@@ -221,15 +222,15 @@ def run_catalogue(
     workers: int,
     batch_size: int,
     progress: bool,
-    doing: str,
+    verb: str = "classified",
 ) -> CatalogueSummary:
     """The loop that `predict --out` and `embed` share: the sources' paths not yet in `output`,
     decoded by `workers` processes, in batches of `batch_size` through `rows_of` (prepare_chunk
     tuples -> output rows), each batch written as it finishes. Closes `output`."""
     _share_cores(workers)
-    summary = CatalogueSummary(out=str(output.path), engine="local")
+    summary = CatalogueSummary(out=str(output.path), engine="local", verb=verb)
     todo = skip_done(catalogue_paths(sources), output.done, summary)
-    bar = progress_bar(progress, doing)
+    bar = progress_bar(progress, "classifying" if verb == "classified" else "embedding")
     start = time.perf_counter()
     try:
         prepared = prepared_inputs(todo, size, workers)

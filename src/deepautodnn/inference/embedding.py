@@ -22,12 +22,8 @@ import numpy as np
 
 from deepautodnn.inference.catalogue import CatalogueSummary, check_workers, classify_batch, run_catalogue
 from deepautodnn.inference.catalogue_output import open_output
-from deepautodnn.models.hybrid import EMBEDDING_SPACES, check_space
-
-# The space `embed` and `similar` use unless told: the one with the higher precision@10 in the
-# retrieval benchmark (results/retrieval_*.json; tests/inference/test_embedding.py holds them equal).
-DEFAULT_SPACE = "penultimate"
-assert DEFAULT_SPACE in EMBEDDING_SPACES
+from deepautodnn.inference.names import DEFAULT_SPACE
+from deepautodnn.models.hybrid import check_space
 
 
 @dataclass(frozen=True)
@@ -114,4 +110,4 @@ def embed_catalogue(
     workers = check_workers(workers)
     embedder = Embedder(model, space)
     output = open_output(out, identity=embedder.identity.to_dict())
-    return run_catalogue(embedder.rows, embedder.size, sources, output, workers, batch_size, progress, "embedding")
+    return run_catalogue(embedder.rows, embedder.size, sources, output, workers, batch_size, progress, "embedded")

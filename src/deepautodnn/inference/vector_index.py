@@ -25,17 +25,18 @@ import numpy as np
 
 from deepautodnn.errors import DeepAutoDNNError
 from deepautodnn.inference.embedding import EmbeddingIdentity
+from deepautodnn.inference.names import INDEX_KINDS
 from deepautodnn.utils.extras import missing_extra
 from deepautodnn.utils.files import atomic_write_bytes, sha256_hex
 from deepautodnn.version import __version__
 
 FORMAT = 1
 META_KEY = "deepautodnn_index"
-# Exact search scores every vector: at 256 dimensions about 0.5 ms per query per 60,000 vectors on one
-# core (results/retrieval_*.json), so past ~100,000 it no longer leaves room under a few milliseconds.
-EXACT_BELOW = 100_000
+# Exact search scores every vector, one query in about 3 ms at 60,000 vectors of 256 dimensions on
+# 2 cores, growing with N (results/retrieval_*.json); below 20,000 it stays near 1 ms. Above, the
+# IVF index answers in a fraction of a millisecond at recall@10 >= 0.95.
+EXACT_BELOW = 20_000
 TARGET_RECALL = 0.95  # of the exact top 10, for the approximate index's nprobe
-KINDS = ("auto", "exact", "ivf")
 TUNE_QUERIES = 500  # sample queries that measure recall while nprobe is chosen
 TIME_QUERIES = 100  # of those, timed one by one: a shop's query comes alone
 
@@ -97,8 +98,8 @@ def build_faiss_index(
     nprobe is tuned on `queries` (Q, D) if given, else on a sample of the vectors themselves, each
     query's own vector left out of both its results and the truth."""
     faiss = faiss_module()
-    if kind not in KINDS:
-        raise ValueError(f"--kind must be one of {', '.join(KINDS)}")
+    if kind not in INDEX_KINDS:
+        raise ValueError(f"--kind must be one of {', '.join(INDEX_KINDS)}")
     if not 0 < target_recall <= 1:
         raise ValueError("--recall must be in (0, 1]")
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
@@ -115,7 +116,9 @@ def build_faiss_index(
     index.train(train)
     index.add(vectors)
     choice = IndexChoice("ivf", {"nlist": nlist})
-    choice.params["nprobe"], choice.tradeoff, choice.tuned_on = _tune_nprobe(index, vectors, queries, target_recall, rng)
+    choice.params["nprobe"], choice.tradeoff, choice.tuned_on = _tune_nprobe(
+        index, vectors, queries, target_recall, rng
+    )
     index.nprobe = choice.params["nprobe"]
     return index, choice
 

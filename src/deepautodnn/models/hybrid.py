@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from deepautodnn.config import Config, ModelConfig
+from deepautodnn.config import EMBEDDING_SPACES, Config, ModelConfig
 from deepautodnn.utils.runtime import seed_everything
 
 
@@ -156,9 +156,6 @@ class DeepAutoDNN(nn.Module):
             _, features = self.forward_head(z)  # (B, D)
             out.append(embedding_from(z, features, space).cpu())
         return torch.cat(out) if out else torch.zeros(0, self.embedding_dim(space))
-
-
-EMBEDDING_SPACES = ("penultimate", "code")
 
 
 def check_space(space: str) -> str:

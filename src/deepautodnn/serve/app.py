@@ -1,7 +1,8 @@
 """The HTTP prediction service: `create_app(model_dir)` builds a FastAPI app; `deepautodnn serve`
 runs it with uvicorn.
 
-Endpoints: `POST /v1/predict` (multipart field `files`, one or more images), `GET /v1/model`,
+Endpoints: `POST /v1/predict` (multipart field `files`, one or more images), `POST /v1/similar`
+(the same; the nearest catalogue items, when started with an index), `GET /v1/model`,
 `GET /livez`, `GET /readyz` (503 until the model is loaded), `GET /metrics` (Prometheus), `GET /`
 (a page to try it), and the OpenAPI docs at `/docs`. Every error is JSON `{"detail": "..."}` with
 a 4xx status: 401 without the bearer token when one is set, 413 for a body over the cap (refused
@@ -81,20 +82,27 @@ class Service:
     """What the routes share: the bearer token, the metrics, and the model once it has loaded (or
     why it could not)."""
 
-    def __init__(self, model_dir: str | Path, backend: str, token: str | None):
+    def __init__(self, model_dir: str | Path, backend: str, token: str | None, index: str | Path | None = None):
         self.model_dir = Path(model_dir)
         self.backend = backend
         self.token = token
+        self.index = index
         self.metrics = Metrics(__version__)
         self.predictor: Predictor | None = None
         self.batcher: MicroBatcher | None = None
+        self.finder = None  # inference.similar.SimilarFinder, with an index
         self.error: str | None = None
 
     def load(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Load the model, on any thread, and put it into service on `loop`."""
+        """Load the model (and the index), on any thread, and put it into service on `loop`."""
         start = time.perf_counter()
         try:
             predictor = Predictor(self.model_dir, self.backend)
+            if self.index is not None:
+                from deepautodnn.inference.similar import SimilarFinder
+
+                self.finder = SimilarFinder(self.model_dir, self.index)
+                predictor.info["similar"] = self.finder.info()
         except Exception as err:  # reported by /readyz; the process keeps answering
             self.error = f"{type(err).__name__}: {err}"
             return
@@ -278,6 +286,43 @@ async def predict(request: Request, top_k: int = 3, details: bool = False, servi
     return FastJSON({"predictions": results})  # plain JSON types already: skip FastAPI's encoder
 
 
+MAX_NEIGHBOURS = 100
+
+
+@router.post("/v1/similar", dependencies=[Depends(authorise)])
+async def similar(
+    request: Request,
+    k: int = 10,
+    same_class: bool = False,
+    thumbnails: bool = False,
+    service: Service = Depends(loaded),
+):
+    """The k catalogue items nearest each image sent as multipart form field `files`; a query
+    flagged unknown gets a note instead of neighbours. `thumbnails=true` adds a small JPEG of each
+    (base64), read from the catalogue's files."""
+    finder = service.finder
+    if finder is None:
+        raise HTTPException(
+            404, "this service has no catalogue index; start it with `deepautodnn serve MODEL --index FILE`"
+        )
+    if not 1 <= k <= MAX_NEIGHBOURS:
+        raise HTTPException(422, f"k must be between 1 and {MAX_NEIGHBOURS}")
+    async with multipart_form(request) as form:
+        images, evidence, names = await model_inputs(uploaded_files(form), finder.size)
+    request.state.images = len(names)
+    results = await anyio.to_thread.run_sync(
+        partial(finder.similar, images, names, k=k, same_class=same_class, evidence=evidence)
+    )
+    if thumbnails:
+        from deepautodnn.serve.thumbnails import thumbnail_base64
+
+        items = [n for r in results for n in r["neighbours"]]
+        pictures = await anyio.to_thread.run_sync(lambda: [thumbnail_base64(n["file"]) for n in items])
+        for item, picture in zip(items, pictures):
+            item["thumbnail_jpeg"] = picture
+    return FastJSON({"results": results})
+
+
 @router.get("/metrics", dependencies=[Depends(authorise)], response_class=Response)
 async def metrics(request: Request):
     """Prometheus's text format. Behind the token when there is one, like /v1/*: it tells who
@@ -304,8 +349,10 @@ def create_app(
     load_in_background: bool = True,
     client_timeout_s: float = DEFAULT_CLIENT_TIMEOUT_S,
     json_access_log: bool = False,
+    index: str | Path | None = None,
 ) -> FastAPI:
-    """The FastAPI app serving the model in `model_dir` through `backend`. With a `token`, /v1/*
+    """The FastAPI app serving the model in `model_dir` through `backend`; with an `index` (of
+    `deepautodnn index build`, from this model's vectors) it also answers /v1/similar. With a `token`, /v1/*
     and /metrics need it as a bearer token. A request body over `max_body_bytes` gets 413, one that
     takes more than `client_timeout_s` to arrive 408. With `json_access_log`, each request is one
     JSON line on stdout (see `telemetry.Observed`). The model loads in the app's lifespan (see `lifespan`)."""
@@ -315,7 +362,7 @@ def create_app(
         lifespan=partial(lifespan, in_background=load_in_background),
         description="DeepAutoDNN apparel classifier: image in, class probabilities out.",
     )
-    app.state.service = Service(model_dir, backend, token)
+    app.state.service = Service(model_dir, backend, token, index)
     app.add_exception_handler(Exception, internal_error)
     app.include_router(router)
     app.add_middleware(BodyLimit, max_body_bytes=max_body_bytes, timeout_s=client_timeout_s)
