@@ -53,3 +53,21 @@ def test_images(data_dir):
     from deepautodnn.data.fashion_mnist import load_fashion_mnist
 
     return load_fashion_mnist("test", data_dir)
+
+
+@pytest.fixture(scope="session")
+def search_catalogue(tmp_path_factory, test_images):
+    """A shop of 60 product photos (test images 0-59), their vectors from the pretrained model and
+    an exact index of them: (photo folder, vectors file, index file)."""
+    from deepautodnn.inference.embedding import embed_catalogue
+    from deepautodnn.inference.vector_index import build_catalogue_index
+    from tests.helpers.photos import product_photo
+
+    images, _ = test_images
+    root = tmp_path_factory.mktemp("search")
+    for i in range(60):
+        product_photo(images[i], root / "shop" / f"{i:03d}.jpg")
+    vectors, index = root / "vectors.parquet", root / "catalogue.index"
+    embed_catalogue("fashion-mnist", [root / "shop"], vectors, workers=0, progress=False)
+    build_catalogue_index(vectors, index)
+    return root / "shop", vectors, index

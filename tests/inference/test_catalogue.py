@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from deepautodnn import cli
 from deepautodnn.inference import catalogue
@@ -29,18 +28,9 @@ from deepautodnn.inference.catalogue_output import (
 from deepautodnn.inference.catalogue_sources import catalogue_paths
 from deepautodnn.inference.predict import predict_files
 from deepautodnn.models.serialization import load_model
+from tests.helpers.photos import product_photo
 
 FORMATS = ["csv", "jsonl", "parquet"]
-
-
-def product_photo(arr: np.ndarray, path: Path) -> Path:
-    """A dark garment on a white 120x100 canvas, as a JPEG: a shop photo, small to keep tests fast."""
-    garment = Image.fromarray(255 - arr).resize((84, 84), Image.Resampling.BICUBIC)
-    canvas = Image.new("L", (120, 100), 255)
-    canvas.paste(garment, (18, 8))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    canvas.convert("RGB").save(path, quality=90)
-    return path
 
 
 @pytest.fixture(scope="module")

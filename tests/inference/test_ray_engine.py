@@ -8,7 +8,7 @@ import pytest
 
 from deepautodnn.inference.catalogue import classify_catalogue
 from deepautodnn.inference.catalogue_output import read_rows
-from tests.inference.test_catalogue import product_photo
+from tests.helpers.photos import product_photo
 
 ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'deepautodnn[ray]')")
 

@@ -305,13 +305,16 @@ def read_vectors(path: str | os.PathLike) -> Vectors:
     path = Path(path)
     try:
         identity = read_identity(path)
+        if identity is None:
+            raise IndexFileError(f"{path}: records no model identity; it was not written by `deepautodnn embed`")
         table = pq.read_table(path, columns=["file", "label", "label_index", "unknown", "vector", "error"])
     except FileNotFoundError:
         raise IndexFileError(f"{path}: no such vectors file (make one with `deepautodnn embed`)") from None
+    except IndexFileError:
+        raise
     except Exception as err:  # pyarrow's errors for a file that is not Parquet, or lacks a column
-        raise IndexFileError(f"{path}: not a vectors file of `deepautodnn embed` ({err})") from None
-    if identity is None:
-        raise IndexFileError(f"{path}: records no model identity; it was not written by `deepautodnn embed`")
+        reason = str(err).splitlines()[0][:200]
+        raise IndexFileError(f"{path}: not a vectors file of `deepautodnn embed` ({reason})") from None
     table = table.filter(pc.is_null(table["error"]))
     n, dim = table.num_rows, identity["dim"]
     vectors = np.asarray(pc.list_flatten(table["vector"]).to_numpy(zero_copy_only=False), np.float32)
