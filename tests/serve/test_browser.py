@@ -28,12 +28,25 @@ def free_port() -> int:
 
 @pytest.fixture(scope="module")
 def server(tiny_run):
-    import uvicorn
-
     from deepautodnn.serve.app import create_app
 
+    yield from serve_in_thread(create_app(tiny_run[0]))
+
+
+@pytest.fixture(scope="module")
+def indexed_server(search_catalogue):
+    """The pretrained model with an index of 60 catalogue photos."""
+    pytest.importorskip("faiss", reason="faiss-cpu is not installed (pip install -e .[search])")
+    from deepautodnn.serve.app import create_app
+
+    yield from serve_in_thread(create_app("fashion-mnist", index=search_catalogue[2]))
+
+
+def serve_in_thread(app):
+    import uvicorn
+
     port = free_port()
-    srv = uvicorn.Server(uvicorn.Config(create_app(tiny_run[0]), host="127.0.0.1", port=port, log_level="warning"))
+    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=srv.run, daemon=True)
     thread.start()
     import urllib.request
@@ -111,3 +124,35 @@ def test_a_foreign_photo_leads_with_the_unknown_verdict(server, browser, tmp_pat
     verdict = browser.find_element(By.ID, "unknown")
     assert "unknown input" in verdict.text.lower() and "warn" in verdict.get_attribute("class")
     assert browser.find_element(By.ID, "bars").get_attribute("class") == "muted"
+
+
+def test_similar_items_show_as_thumbnails_under_the_prediction(indexed_server, browser, search_catalogue):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    photo = search_catalogue[0] / "012.jpg"
+    upload(browser, indexed_server, photo)
+    WebDriverWait(browser, 20).until(ec.visibility_of_element_located((By.ID, "similar")))
+    figures = browser.find_elements(By.CSS_SELECTOR, "#neighbours figure")
+    assert len(figures) == 8, "k=8 of the 60 catalogue items"
+    first = figures[0].find_element(By.TAG_NAME, "img")
+    assert first.get_attribute("src").startswith("data:image/jpeg;base64,")
+    assert first.get_attribute("title") == str(photo), "the photo itself is its own nearest item"
+    assert browser.execute_script("return arguments[0].naturalWidth", first) > 0, "the thumbnail decoded"
+    label = browser.find_element(By.ID, "result-label").text
+    assert figures[0].find_element(By.TAG_NAME, "figcaption").text.startswith(label)
+    assert browser.find_element(By.ID, "similar-note").text == ""
+
+
+def test_a_foreign_photo_shows_no_similar_items(indexed_server, browser, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    path = tmp_path / "noise.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (256, 256, 3), dtype=np.uint8)).save(path)
+    upload(browser, indexed_server, path)
+    WebDriverWait(browser, 20).until(ec.visibility_of_element_located((By.ID, "similar")))
+    assert "No similar items" in browser.find_element(By.ID, "similar-note").text
+    assert browser.find_elements(By.CSS_SELECTOR, "#neighbours figure") == []
