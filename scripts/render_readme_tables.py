@@ -160,6 +160,7 @@ def render(source: str, view: str | None = None) -> str:
         "pretrained": results_tables.pretrained_markdown,
         "catalogue_table": lambda r: results_tables.catalogue_markdown(r, ROOT),
         "serve_ops_table": lambda r: results_tables.serve_ops_markdown(r, ROOT),
+        "retrieval": results_tables.retrieval_markdown,
     }
     return renderers[view or result["benchmark"]](result)
 
