@@ -160,6 +160,17 @@ def test_embed_resumes_skips_error_rows_in_the_index_and_refuses_another_space(t
     built = build_catalogue_index(out, tmp_path / "catalogue.index")
     assert built.meta["count"] == 12 and not any(f.endswith("broken.jpg") for f in built.files)
     assert CatalogueIndex.load(tmp_path / "catalogue.index").files == built.files
+    assert json.loads((tmp_path / "catalogue.index.json").read_text()) == built.meta, "the choice, recorded beside it"
+
+
+def test_embeds_vectors_are_model_embed_of_the_preprocessed_photos(search_catalogue, pretrained):
+    from deepautodnn.data.preprocess import load_preprocessed
+
+    _, vectors, _ = search_catalogue
+    rows = read_rows(vectors)[:10]
+    inputs = np.stack([load_preprocessed(r["file"]).image for r in rows])
+    expected = pretrained.embed(inputs).numpy()
+    np.testing.assert_allclose(np.array([r["vector"] for r in rows], np.float32), expected, atol=1e-6)
 
 
 def test_a_predict_output_is_not_a_vectors_file(tiny_run, search_catalogue, tmp_path):

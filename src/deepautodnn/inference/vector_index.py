@@ -5,7 +5,7 @@ Below `EXACT_BELOW` vectors the index is exact (`IndexFlatIP`: every vector scor
 inverted file (`IndexIVFFlat`, about sqrt(N) lists) scores only the `nprobe` lists nearest a query.
 `nprobe` is chosen when the index is built, by measurement: the smallest that finds at least
 `target_recall` of the exact top 10 for sample queries. The whole curve (nprobe, recall@10,
-milliseconds per query) is recorded in the index beside the choice.
+milliseconds per query) is recorded with the choice, in the index and beside it (`INDEX.json`).
 
 One file holds the index, the catalogue's file names, labels and unknown flags, the identity of
 the model that made the vectors (`embedding.EmbeddingIdentity`), and a SHA-256 over all of it. A
@@ -27,7 +27,7 @@ from deepautodnn.errors import DeepAutoDNNError
 from deepautodnn.inference.embedding import EmbeddingIdentity
 from deepautodnn.inference.names import INDEX_KINDS
 from deepautodnn.utils.extras import missing_extra
-from deepautodnn.utils.files import atomic_write_bytes, sha256_hex
+from deepautodnn.utils.files import atomic_write_bytes, atomic_write_json, sha256_hex
 from deepautodnn.version import __version__
 
 FORMAT = 1
@@ -366,4 +366,5 @@ def build_catalogue_index(
     }
     built = CatalogueIndex(index, rows.files, rows.label_index, rows.unknown, meta)
     built.save(out)
+    atomic_write_json(f"{out}.json", meta)  # for people and tools: the file itself holds the checked copy
     return built
