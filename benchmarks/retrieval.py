@@ -1,7 +1,8 @@
 """Similar-item search on Fashion-MNIST: the 10,000 test images query an index of the 60,000
 training images, and a neighbour is relevant when it is of the query's class. Prints JSON.
 
-    python benchmarks/retrieval.py fashion-mnist [--pad 1000000] [--out results/retrieval_<cpu class>_cpu.json]
+    cd benchmarks && python retrieval.py fashion-mnist [--pad 1000000] \
+        [--out ../results/retrieval_fashion-mnist_<cpu class>_cpu.json]
 
 For each feature space (raw pixels, PCA-64 of the pixels, the autoencoder's code, the classifier's
 penultimate features; every vector L2-normalised, scored by inner product = cosine) it reports
@@ -54,6 +55,22 @@ def latency_ms(index, queries: np.ndarray, params=None) -> dict:
         times.append((time.perf_counter() - start) * 1e3)
     times = np.array(times)
     return {"p50": float(np.percentile(times, 50)), "p99": float(np.percentile(times, 99)), "queries": len(times)}
+
+
+def labels_of(ids: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """The labels of neighbour ids (Q, K); an index that returned fewer than K (id -1) is an error."""
+    assert (ids >= 0).all(), "the index returned fewer than K neighbours"
+    return labels[ids]
+
+
+def exact_latency_by_size(faiss, db: np.ndarray, queries: np.ndarray, sizes) -> dict:
+    """Exact search's single-query latency over the first n vectors, for each n: what sets EXACT_BELOW."""
+    out = {}
+    for n in sizes:
+        flat = faiss.IndexFlatIP(db.shape[1])
+        flat.add(db[:n])
+        out[str(n)] = latency_ms(flat, queries)
+    return out
 
 
 def index_bytes(faiss, index) -> int:
@@ -117,7 +134,7 @@ def main() -> None:
         _, ids = flat.search(queries, K)
         result["spaces"][name] = {
             "dim": int(db.shape[1]),
-            **retrieval_metrics(train_labels[ids], test_labels),
+            **retrieval_metrics(labels_of(ids, train_labels), test_labels),
             "vectors_s": round(embed_s, 2),
             "search_all_queries_s": round(time.perf_counter() - start, 2),
         }
@@ -141,12 +158,12 @@ def main() -> None:
     found = ivf.search(queries, K)[1]
     result["indexes_60k"] = {
         "exact": {
-            **retrieval_metrics(train_labels[true_ids], test_labels),
+            **retrieval_metrics(labels_of(true_ids, train_labels), test_labels),
             "latency_ms": latency_ms(exact, timed),
             "index_bytes": index_bytes(faiss, exact),
         },
         "ivf": {
-            **retrieval_metrics(train_labels[found], test_labels),
+            **retrieval_metrics(labels_of(found, train_labels), test_labels),
             "recall_at_10_vs_exact": recall_at(found, true_ids),
             "params": choice.params,
             "tradeoff": choice.tradeoff,
@@ -155,6 +172,7 @@ def main() -> None:
             "latency_ms": latency_ms(ivf, timed),
             "index_bytes": index_bytes(faiss, ivf),
         },
+        "exact_latency_ms_by_size": exact_latency_by_size(faiss, db, timed[:300], (5_000, 20_000, 60_000)),
         "auto_kind": "exact" if len(db) < EXACT_BELOW else "ivf",
         "exact_below": EXACT_BELOW,
         "target_recall": TARGET_RECALL,

@@ -243,7 +243,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 def add_search_parsers(sub) -> None:
     """`embed`, `index build|info` and `similar`: similar-item search (docs/search.md)."""
     from deepautodnn.config import EMBEDDING_SPACES
-    from deepautodnn.inference.names import DEFAULT_SPACE, INDEX_KINDS
+    from deepautodnn.inference.names import DEFAULT_SPACE, EXACT_BELOW, INDEX_KINDS, TARGET_RECALL
 
     e = sub.add_parser("embed", help="a search vector for every image of a catalogue, into one Parquet file")
     e.add_argument("model_dir", metavar="MODEL", help="a model directory, or a pretrained name (`deepautodnn models`)")
@@ -266,10 +266,16 @@ def add_search_parsers(sub) -> None:
     b.add_argument("vectors", help="the Parquet file `deepautodnn embed` wrote")
     b.add_argument("--out", required=True, metavar="INDEX", help="the index file to write, e.g. catalogue.index")
     b.add_argument(
-        "--kind", default="auto", choices=list(INDEX_KINDS), help="auto (default): exact below 20,000 vectors, else ivf"
+        "--kind",
+        default="auto",
+        choices=list(INDEX_KINDS),
+        help=f"auto (default): exact below {EXACT_BELOW:,} vectors, else ivf",
     )
     b.add_argument(
-        "--recall", type=float, default=0.95, help="ivf: recall@10 against exact search to reach (default: 0.95)"
+        "--recall",
+        type=float,
+        default=TARGET_RECALL,
+        help=f"ivf: recall@10 against exact search to reach (default: {TARGET_RECALL})",
     )
     i = xs.add_parser("info", help="what an index holds: its model, space, kind, size and measured trade-off")
     i.add_argument("index")
@@ -427,21 +433,17 @@ def predict_catalogue(args) -> int:
         from deepautodnn.inference.catalogue import classify_catalogue as classify
 
         kwargs["workers"] = args.workers
-    try:
-        # as typed: a pretrained name stays a name, which Ray's nodes resolve to their own copy
-        summary = classify(args.model_given, args.inputs, args.out, echo=_stderr, **kwargs)
-    except KeyboardInterrupt:
-        _stderr(f"deepautodnn: interrupted; the rows written so far are in {args.out} (rerun to continue)")
-        return 130
-    _stderr(f"deepautodnn: {summary.line()}")
-    return 1 if summary.errors else 0  # as for single files: every row is written, but some are errors
+    # as typed: a pretrained name stays a name, which Ray's nodes resolve to their own copy
+    return catalogue_command(
+        lambda: classify(args.model_given, args.inputs, args.out, echo=_stderr, **kwargs), args.out
+    )
 
 
 def cmd_embed(args) -> int:
     from deepautodnn.inference.embedding import embed_catalogue
 
-    try:
-        summary = embed_catalogue(
+    def run():
+        return embed_catalogue(
             args.model_dir,
             args.inputs,
             args.out,
@@ -450,11 +452,19 @@ def cmd_embed(args) -> int:
             workers=args.workers,
             progress=not args.no_progress,
         )
+
+    return catalogue_command(run, args.out)
+
+
+def catalogue_command(run, out: str) -> int:
+    """`predict --out` and `embed`: run, then the summary line; Ctrl-C keeps the rows written."""
+    try:
+        summary = run()
     except KeyboardInterrupt:
-        _stderr(f"deepautodnn: interrupted; the vectors written so far are in {args.out} (rerun to continue)")
+        _stderr(f"deepautodnn: interrupted; the rows written so far are in {out} (rerun to continue)")
         return 130
     _stderr(f"deepautodnn: {summary.line()}")
-    return 1 if summary.errors else 0
+    return 1 if summary.errors else 0  # as for single files: every row is written, but some are errors
 
 
 def cmd_index(args) -> int:
@@ -499,14 +509,16 @@ def cmd_similar(args) -> int:
         print(json.dumps(results, indent=2))
     elif args.format == "csv":
         writer = csv.writer(sys.stdout)
-        writer.writerow(["query", "query_label", "query_unknown", "rank", "file", "score", "label", "label_index"])
+        writer.writerow(
+            ["query", "query_label", "query_unknown", "rank", "file", "score", "label", "label_index", "note"]
+        )
         for r in results:
             q = r["query"]
-            unknown = "" if q["unknown"] is None else str(q["unknown"]).lower()
+            head = [q["file"], q["label"], "" if q["unknown"] is None else str(q["unknown"]).lower()]
             for rank, n in enumerate(r["neighbours"], 1):
-                writer.writerow(
-                    [q["file"], q["label"], unknown, rank, n["file"], f"{n['score']:.6f}", n["label"], n["label_index"]]
-                )
+                writer.writerow([*head, rank, n["file"], f"{n['score']:.6f}", n["label"], n["label_index"], ""])
+            if not r["neighbours"]:  # every query has a row: one without neighbours says why
+                writer.writerow([*head, "", "", "", "", "", r["note"] or "no item matched"])
     else:
         for r in results:
             q = r["query"]

@@ -120,11 +120,12 @@ def test_every_backend_agrees_with_torch_float32(tiny_run, tmp_path, test_images
     model_dir = tmp_path / "model"
     shutil.copytree(tiny_run[0], model_dir)
     quantize_int8(export_onnx(model_dir), model_dir / "model.int8.onnx", images[:256])
-    ref_proba, ref_recon, ref_logits, ref_features = make_backend(model_dir, "torch").run(images)
+    ref_proba, ref_recon, ref_logits, ref_features, ref_embedding = make_backend(model_dir, "torch").run(images)
+    assert ref_embedding is None, "search vectors only when asked for"
     for name in BACKENDS:
         if name == "torch-bf16" and not bf16_supported(torch.device("cpu")):
             continue
-        proba, recon, logits, features = make_backend(model_dir, name).run(images)
+        proba, recon, logits, features, _ = make_backend(model_dir, name).run(images)
         assert proba.shape == ref_proba.shape and recon.shape == ref_recon.shape == images.shape
         assert logits.shape == ref_logits.shape and features.shape == ref_features.shape
         agreement = (proba.argmax(1) == ref_proba.argmax(1)).mean()

@@ -371,6 +371,14 @@ def retrieval_markdown(result: dict) -> str:
     header = ["feature space (cosine)", "dimensions", "precision@1", "precision@10", "mAP@10"]
     index_header = [f"vectors ({cpu})", "index", "recall@10 vs exact", "ms per query p50 / p99", "index memory"]
     tables = [Table(header, spaces), Table(index_header, indexes)]
+    by_size = result["indexes_60k"].get("exact_latency_ms_by_size")
+    if by_size:  # what sets the size below which `index build` stays exact
+        tables.append(
+            Table(
+                ["exact search over", *(f"{int(n):,} vectors" for n in by_size)],
+                [["ms per query p50 / p99", *(f"{v['p50']:.2f} / {v['p99']:.2f}" for v in by_size.values())]],
+            )
+        )
     sweep = (result.get("indexes_padded") or {}).get("ivf", {}).get("latency_ms_by_nprobe")
     if sweep:  # what a real catalogue of that size, spread over every list, would cost at a larger nprobe
         tables.append(
@@ -405,7 +413,7 @@ def targets(result: dict) -> list[list[str]]:
         rows.append(
             [
                 "p99 <= 5 ms at 1M vectors, recall@10 >= 0.95",
-                f"{p99:.2f} ms, recall {recall:.3f} (IVF)",
+                f"{p99:.2f} ms, recall {recall:.3f} (IVF; random padding, nprobe tuned on real queries: see below)",
                 "yes" if ok else "**no**",
             ]
         )

@@ -27,7 +27,7 @@ def _as_array(output) -> np.ndarray | None:
 
 
 def _as_numpy(outputs) -> GraphOutputs:
-    """Positional graph outputs (proba, recon, logits, features; a prefix of them) as arrays."""
+    """Positional graph outputs (proba, recon, logits, features, embedding; a prefix of them) as arrays."""
     return GraphOutputs(*map(_as_array, outputs))
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from deepautodnn.errors import DeepAutoDNNError
 from deepautodnn.utils.extras import installed, missing_extra
+from deepautodnn.utils.files import atomic_write_json
 
 COLUMNS = ("file", "label", "label_index", "probability", "unknown", "unknown_score", "top_k", "error")
 FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet"}
@@ -210,13 +211,25 @@ class ParquetOutput:
                 raise CatalogueOutputError(
                     f"{path}: exists and is not a catalogue output ({type(err).__name__}: {err}); choose another --out"
                 ) from None
-        if self.journal_path.exists() and identity is not None:
-            recorded = json.loads(self.identity_path.read_text()) if self.identity_path.exists() else None
-            self._check_identity(self.journal_path, recorded)
+        if self.journal_path.exists() and self.journal_path.stat().st_size > 0:
+            self._check_identity(self.journal_path, self._journal_identity())
+        if identity is not None:  # before the journal's first row, so that a row never lacks it
+            atomic_write_json(self.identity_path, identity)
+        else:
+            self.identity_path.unlink(missing_ok=True)
         self.journal = LineOutput(self.journal_path, "jsonl")
         self.done = self.in_file | self.journal.done
-        if identity is not None:
-            self.identity_path.write_text(json.dumps(identity, sort_keys=True))
+
+    def _journal_identity(self) -> dict | None:
+        """The identity recorded beside the journal (None: rows of `predict`)."""
+        try:
+            return json.loads(self.identity_path.read_text())
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as err:
+            raise CatalogueOutputError(
+                f"{self.identity_path}: unreadable ({err}); delete it and {self.journal_path} to start again"
+            ) from None
 
     def _check_identity(self, path: Path, recorded: dict | None) -> None:
         if recorded != self.identity:

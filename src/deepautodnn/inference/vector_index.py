@@ -5,7 +5,7 @@ Below `EXACT_BELOW` vectors the index is exact (`IndexFlatIP`: every vector scor
 inverted file (`IndexIVFFlat`, about sqrt(N) lists) scores only the `nprobe` lists nearest a query.
 `nprobe` is chosen when the index is built, by measurement: the smallest that finds at least
 `target_recall` of the exact top 10 for sample queries. The whole curve (nprobe, recall@10,
-milliseconds per query) is recorded with the choice, in the index and beside it (`INDEX.json`).
+milliseconds per query) is recorded with the choice, in the index and beside it (`OUT.json`).
 
 One file holds the index, the catalogue's file names, labels and unknown flags, the identity of
 the model that made the vectors (`embedding.EmbeddingIdentity`), and a SHA-256 over all of it. A
@@ -25,18 +25,13 @@ import numpy as np
 
 from deepautodnn.errors import DeepAutoDNNError
 from deepautodnn.inference.embedding import EmbeddingIdentity
-from deepautodnn.inference.names import INDEX_KINDS
+from deepautodnn.inference.names import EXACT_BELOW, INDEX_KINDS, TARGET_RECALL
 from deepautodnn.utils.extras import missing_extra
 from deepautodnn.utils.files import atomic_write_bytes, atomic_write_json, sha256_hex
 from deepautodnn.version import __version__
 
 FORMAT = 1
 META_KEY = "deepautodnn_index"
-# Exact search scores every vector, one query in about 3 ms at 60,000 vectors of 256 dimensions on
-# 2 cores, growing with N (results/retrieval_*.json); below 20,000 it stays near 1 ms. Above, the
-# IVF index answers in a fraction of a millisecond at recall@10 >= 0.95.
-EXACT_BELOW = 20_000
-TARGET_RECALL = 0.95  # of the exact top 10, for the approximate index's nprobe
 TUNE_QUERIES = 500  # sample queries that measure recall while nprobe is chosen
 TIME_QUERIES = 100  # of those, timed one by one: a shop's query comes alone
 
@@ -168,6 +163,7 @@ class CatalogueIndex:
     label_index: np.ndarray  # (N,) int32, the model's class per item
     unknown: np.ndarray  # (N,) bool, the item itself looked unlike the training data
     meta: dict  # identity, kind, params, tradeoff, class_names, count, source
+    _selectors: dict = field(default_factory=dict, repr=False)  # class -> (ids, faiss selector)
 
     @property
     def identity(self) -> EmbeddingIdentity:
@@ -191,8 +187,7 @@ class CatalogueIndex:
         k = min(k, len(self.files))
         results = []
         for i, q in enumerate(queries):
-            cls = None if classes is None else classes[i]
-            scores, ids = self.index.search(q[None], k, params=self._params(cls))
+            scores, ids = self._search_one(q, k, None if classes is None else classes[i])
             results.append(
                 [
                     {
@@ -208,15 +203,34 @@ class CatalogueIndex:
             )
         return results
 
-    def _params(self, cls: int | None):
+    def _search_one(self, query: np.ndarray, k: int, cls: int | None) -> tuple[np.ndarray, np.ndarray]:
+        """(scores, ids), each (1, k), -1 for a missing id. With a class, an IVF index searches
+        more lists in proportion (a class of a tenth of the items: ten times nprobe), so that as
+        many candidates are scored as without the filter, and more again until it has k."""
         faiss = faiss_module()
         nprobe = self.meta["params"].get("nprobe")
         if cls is None:
-            return None if nprobe is None else faiss.SearchParametersIVF(nprobe=nprobe)
-        selector = faiss.IDSelectorBatch(np.flatnonzero(self.label_index == cls).astype(np.int64))
+            params = None if nprobe is None else faiss.SearchParametersIVF(nprobe=nprobe)
+            return self.index.search(query[None], k, params=params)
+        ids, selector = self._selector(cls)
+        k = min(k, len(ids))
+        if k == 0:
+            return np.zeros((1, 0), np.float32), np.zeros((1, 0), np.int64)
         if nprobe is None:
-            return faiss.SearchParameters(sel=selector)
-        return faiss.SearchParametersIVF(sel=selector, nprobe=nprobe)
+            return self.index.search(query[None], k, params=faiss.SearchParameters(sel=selector))
+        nprobe = min(self.index.nlist, int(np.ceil(nprobe * len(self.files) / len(ids))))
+        while True:
+            found = self.index.search(query[None], k, params=faiss.SearchParametersIVF(sel=selector, nprobe=nprobe))
+            if (found[1] >= 0).all() or nprobe >= self.index.nlist:
+                return found
+            nprobe = min(2 * nprobe, self.index.nlist)
+
+    def _selector(self, cls: int):
+        """The ids of class `cls` and a FAISS selector of them, made once per class."""
+        if cls not in self._selectors:
+            ids = np.flatnonzero(self.label_index == cls).astype(np.int64)
+            self._selectors[cls] = (ids, faiss_module().IDSelectorBatch(ids))
+        return self._selectors[cls]
 
     # ---- the file ------------------------------------------------------------------------------
 
@@ -243,7 +257,7 @@ class CatalogueIndex:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> CatalogueIndex:
-        from safetensors import SafetensorError, safe_open
+        from safetensors import SafetensorError
         from safetensors.numpy import load
 
         faiss = faiss_module()
@@ -256,10 +270,9 @@ class CatalogueIndex:
             raise IndexFileError(f"{path}: is a folder, not an index file") from None
         try:
             tensors = load(data)
-            with safe_open(path, "np") as f:  # the header only; load() does not return the metadata
-                header = f.metadata() or {}
+            header = _safetensors_metadata(data)  # load() does not return it
             meta_json, digest = header[META_KEY], header["sha256"]
-        except (SafetensorError, KeyError, ValueError, OSError) as err:
+        except (SafetensorError, KeyError, ValueError, TypeError) as err:
             raise IndexFileError(f"{path}: not a deepautodnn index ({err})") from None
         if _payload_digest(meta_json, tensors) != digest:
             raise IndexFileError(
@@ -273,6 +286,12 @@ class CatalogueIndex:
         files = [blob[a:b].decode("utf-8") for a, b in zip(offsets[:-1], offsets[1:])]
         index = faiss.deserialize_index(tensors["faiss_index"])
         return cls(index, files, tensors["label_index"], tensors["unknown"].astype(bool), meta)
+
+
+def _safetensors_metadata(data: bytes) -> dict:
+    """The `__metadata__` of a safetensors file's header: an 8-byte little-endian length, then JSON."""
+    length = int.from_bytes(data[:8], "little")
+    return json.loads(data[8 : 8 + length])["__metadata__"]
 
 
 def _payload_digest(meta_json: str, tensors: dict[str, np.ndarray]) -> str:
@@ -345,6 +364,8 @@ def build_catalogue_index(
     target_recall: float = TARGET_RECALL,
 ) -> CatalogueIndex:
     """An index over the vectors file of `embed`, saved to `out`; returns it."""
+    if Path(out).resolve() == Path(vectors_path).resolve():
+        raise IndexFileError(f"{out}: is the vectors file itself; write the index to another file")
     rows = read_vectors(vectors_path)
     if not rows.files:
         raise IndexFileError(f"{vectors_path}: holds no usable vectors (every row is an error, or none)")

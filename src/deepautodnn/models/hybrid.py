@@ -144,7 +144,9 @@ class DeepAutoDNN(nn.Module):
         """Search vectors for images: uint8 (N, H, W) or (N, 1, H, W), or float in [0, 1] ->
         L2-normalised float32 (N, D) on the CPU, so an inner product is a cosine similarity.
         `space` is "penultimate" (the classifier's last hidden layer) or "code" (the autoencoder's
-        code, flattened). The caller puts the model in eval mode."""
+        code, flattened)."""
+        if self.training:  # dropout and batch statistics would make every call's vectors differ
+            raise ValueError("model.embed needs the model in eval mode: call model.eval() first")
         x = torch.as_tensor(images)
         if x.ndim == 3:
             x = x.unsqueeze(1)  # (N, H, W) -> (N, 1, H, W)

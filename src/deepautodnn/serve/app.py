@@ -390,7 +390,12 @@ def app_from_environment() -> FastAPI:
     workers = settings.pop("workers", 1)
     # The cores shared out: N processes each with every core's worth of threads would oversubscribe
     # them (ONNX Runtime's sessions take torch's thread count too).
-    torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    torch.set_num_threads(threads)
+    if settings.get("index"):  # and FAISS's OpenMP threads, for /v1/similar
+        import faiss
+
+        faiss.omp_set_num_threads(threads)
     slow_client_protocol(settings["client_timeout_s"])  # this process's header deadline
     return create_app(**settings)
 
