@@ -352,16 +352,13 @@ def retrieval_markdown(result: dict) -> str:
         )
     cpu = f"CPU {recorded_cpu_class(result['machine'])}, {result['machine']['cpu_count']} cores"
     indexes = []
-    for size, block in (("60,000", result["indexes_60k"]), (None, result.get("indexes_padded"))):
-        if block is None:
-            continue
-        label = size or f"{block['vectors']:,} ({block['real_vectors']:,} real, the rest random)"
+    for label, block in large_blocks(result, include_60k=True):
         for kind in ("exact", "ivf"):
             r = block[kind]
             how = (
                 "exact (`IndexFlatIP`)"
                 if kind == "exact"
-                else (f"IVF, nlist {r['params']['nlist']}, nprobe {r['params']['nprobe']}")
+                else f"IVF, nlist {r['params']['nlist']}, nprobe {r['params']['nprobe']}"
             )
             recall = "1 (by definition)" if kind == "exact" else f"{r['recall_at_10_vs_exact']:.3f}"
             lat = r["latency_ms"]
@@ -379,16 +376,27 @@ def retrieval_markdown(result: dict) -> str:
                 [["ms per query p50 / p99", *(f"{v['p50']:.2f} / {v['p99']:.2f}" for v in by_size.values())]],
             )
         )
-    sweep = (result.get("indexes_padded") or {}).get("ivf", {}).get("latency_ms_by_nprobe")
-    if sweep:  # what a real catalogue of that size, spread over every list, would cost at a larger nprobe
+    sweeps = [(label, block["ivf"]["latency_ms_by_nprobe"]) for label, block in large_blocks(result)]
+    if sweeps:  # what more recall would cost at that size
         tables.append(
             Table(
-                [f"nprobe at {result['indexes_padded']['vectors']:,} vectors", *sweep],
-                [["ms per query p50 / p99", *(f"{v['p50']:.2f} / {v['p99']:.2f}" for v in sweep.values())]],
+                ["IVF at", *(f"nprobe {n}" for n in sweeps[0][1])],
+                [[label, *(f"{v['p50']:.2f} / {v['p99']:.2f}" for v in sweep.values())] for label, sweep in sweeps],
             )
         )
     tables.append(Table(["target", "measured", "met"], targets(result)))
     return render_markdown(tables).strip() + "\n"
+
+
+def large_blocks(result: dict, include_60k: bool = False) -> list[tuple[str, dict]]:
+    """(label, block) of each database size the retrieval benchmark measured, smallest first."""
+    blocks = [("60,000", result["indexes_60k"])] if include_60k else []
+    for key, padding in (("indexes_padded", "random vectors"), ("indexes_augmented", "augmented copies")):
+        block = result.get(key)
+        if block is not None:
+            n_pad = block["vectors"] - block["real_vectors"]
+            blocks.append((f"{block['vectors']:,} ({block['real_vectors']:,} real + {n_pad:,} {padding})", block))
+    return blocks
 
 
 def targets(result: dict) -> list[list[str]]:
@@ -403,17 +411,17 @@ def targets(result: dict) -> list[list[str]]:
             "yes" if best >= 0.90 else "**no**",
         ]
     ]
-    padded = result.get("indexes_padded")
-    if padded is None or padded["vectors"] < 1_000_000:
+    large = [(label, block) for label, block in large_blocks(result) if block["vectors"] >= 1_000_000]
+    if not large:
         rows.append(["p99 <= 5 ms at 1M vectors, recall@10 >= 0.95", "not measured at 1M", "**no**"])
-    else:
-        ivf = padded["ivf"]
+    for label, block in large:
+        ivf = block["ivf"]
         p99, recall = ivf["latency_ms"]["p99"], ivf["recall_at_10_vs_exact"]
         ok = p99 <= 5 and recall >= 0.95
         rows.append(
             [
-                "p99 <= 5 ms at 1M vectors, recall@10 >= 0.95",
-                f"{p99:.2f} ms, recall {recall:.3f} (IVF; random padding, nprobe tuned on real queries: see below)",
+                f"p99 <= 5 ms at 1M vectors, recall@10 >= 0.95: {label}",
+                f"{p99:.2f} ms, recall {recall:.3f} (IVF, nprobe {ivf['params']['nprobe']})",
                 "yes" if ok else "**no**",
             ]
         )
