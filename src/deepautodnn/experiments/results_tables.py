@@ -362,11 +362,18 @@ def retrieval_markdown(result: dict) -> str:
             )
             recall = "1 (by definition)" if kind == "exact" else f"{r['recall_at_10_vs_exact']:.3f}"
             lat = r["latency_ms"]
-            indexes.append(
-                [label, how, recall, f"{lat['p50']:.2f} / **{lat['p99']:.2f}**", f"{r['index_bytes'] / 2**20:,.0f} MiB"]
-            )
+            precision = f"{r['precision_at_10'] * 100:.1f}%" if "precision_at_10" in r else "not measured"
+            latency = f"{lat['p50']:.2f} / **{lat['p99']:.2f}**"
+            indexes.append([label, how, recall, precision, latency, f"{r['index_bytes'] / 2**20:,.0f} MiB"])
     header = ["feature space (cosine)", "dimensions", "precision@1", "precision@10", "mAP@10"]
-    index_header = [f"vectors ({cpu})", "index", "recall@10 vs exact", "ms per query p50 / p99", "index memory"]
+    index_header = [
+        f"vectors ({cpu})",
+        "index",
+        "recall@10 vs exact",
+        "precision@10",
+        "ms per query p50 / p99",
+        "index memory",
+    ]
     tables = [Table(header, spaces), Table(index_header, indexes)]
     by_size = result["indexes_60k"].get("exact_latency_ms_by_size")
     if by_size:  # what sets the size below which `index build` stays exact
