@@ -18,7 +18,7 @@ import os
 from pathlib import Path
 
 from deepautodnn.errors import DeepAutoDNNError
-from deepautodnn.utils.extras import installed, missing_extra
+from deepautodnn.utils.extras import require_extra
 from deepautodnn.utils.files import atomic_write_json
 
 COLUMNS = ("file", "label", "label_index", "probability", "unknown", "unknown_score", "top_k", "error")
@@ -35,8 +35,8 @@ def output_format(path: str | os.PathLike) -> str:
     fmt = FORMATS.get(Path(path).suffix.lower())
     if fmt is None:
         raise CatalogueOutputError(f"{path}: --out must end in .parquet, .csv or .jsonl")
-    if fmt == "parquet" and not installed("pyarrow"):
-        raise missing_extra("catalogue", "writing Parquet", "pyarrow")
+    if fmt == "parquet":
+        require_extra("catalogue", "writing Parquet")
     return fmt
 
 

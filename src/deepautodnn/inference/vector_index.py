@@ -26,7 +26,7 @@ import numpy as np
 from deepautodnn.errors import DeepAutoDNNError
 from deepautodnn.inference.embedding import EmbeddingIdentity
 from deepautodnn.inference.names import EXACT_BELOW, INDEX_KINDS, TARGET_RECALL
-from deepautodnn.utils.extras import missing_extra
+from deepautodnn.utils.extras import require_extra
 from deepautodnn.utils.files import atomic_write_bytes, atomic_write_json, sha256_hex
 from deepautodnn.version import __version__
 
@@ -41,10 +41,9 @@ class IndexFileError(DeepAutoDNNError, ValueError):
 
 
 def faiss_module():
-    try:
-        import faiss
-    except ModuleNotFoundError:
-        raise missing_extra("search", "similar-item search", "faiss (faiss-cpu)") from None
+    require_extra("search", "similar-item search")
+    import faiss
+
     return faiss
 
 
@@ -314,10 +313,8 @@ class Vectors:
 def read_vectors(path: str | os.PathLike) -> Vectors:
     """The vectors file of `embed`, checked: it records its model's identity and D-wide vectors."""
     from deepautodnn.inference.catalogue_output import read_identity
-    from deepautodnn.utils.extras import installed
 
-    if not installed("pyarrow"):
-        raise missing_extra("search", "reading vectors", "pyarrow")
+    require_extra("search", "reading vectors")
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
