@@ -136,7 +136,9 @@ def process_alive(pid: int) -> bool:
 
 
 def default_workers() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    from deepautodnn.utils.runtime import usable_cores
+
+    return usable_cores()
 
 
 def load_runner(model, backend: str = "auto", echo: Callable[[str], None] | None = None):

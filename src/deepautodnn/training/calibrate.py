@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +46,24 @@ CALIBRATION_PHOTOS = 2000  # validation images also rendered as photos for calib
 FEATURE_IMAGES = 20_000  # training images whose features fit the class means, covariance and kNN bank
 
 
+def _texture(rng: np.random.Generator, height: int, width: int, blur: float) -> np.ndarray:
+    """Gaussian-blurred white noise (height, width) float32 with unit standard deviation.
+
+    A wide blur is drawn on a grid about blur/2 times coarser and resized up: the blurred noise has
+    no detail finer than that grid holds, and filtering a 800 px square with a wide kernel was most
+    of what a calibration photo cost."""
+    from PIL import Image
+    from scipy.ndimage import gaussian_filter
+
+    step = max(1, int(blur // 2))
+    # On a coarser grid, a row and a column more than the photo needs, so the resized field has edges.
+    grid = (height, width) if step == 1 else (-(-height // step) + 1, -(-width // step) + 1)
+    texture = gaussian_filter(rng.standard_normal(grid, dtype=np.float32), blur / step)
+    if step > 1:
+        texture = np.asarray(Image.fromarray(texture).resize((width, height), Image.Resampling.BILINEAR))
+    return texture / (texture.std() + 1e-6)
+
+
 def studio_photo(arr: np.ndarray, rng: np.random.Generator) -> bytes:
     """A Fashion-MNIST image (H, W) uint8 as a product photo, JPEG-encoded, drawn from a broad family
     of ordinary shop photos: a backdrop of any brightness with a gradient and a little cloth-like
@@ -53,39 +72,50 @@ def studio_photo(arr: np.ndarray, rng: np.random.Generator) -> bytes:
     (The photo-variant benchmark has generators of its own; this one only has to cover what
     in-distribution photos look like, so the thresholds do not flag a plain grey wall.)"""
     from PIL import Image
-    from scipy.ndimage import gaussian_filter
 
     width, height = int(rng.integers(300, 801)), int(rng.integers(300, 801))
     side = int(min(width, height) * rng.uniform(0.3, 0.95))
     t = np.asarray(Image.fromarray(arr).resize((side, side), Image.Resampling.BICUBIC), np.float32) / 255.0
     level = rng.choice([rng.uniform(200, 255), rng.uniform(90, 200), rng.uniform(0, 90)], p=[0.6, 0.25, 0.15])
-    backdrop = (
-        level
-        + rng.uniform(-1, 1, 3)[None, None] * rng.uniform(0, 20)  # a tint
-        + np.linspace(-1, 1, width)[None, :, None] * rng.uniform(-20, 20)  # gradients
-        + np.linspace(-1, 1, height)[:, None, None] * rng.uniform(-20, 20)
-    )
+    tint = rng.uniform(-1, 1, 3) * rng.uniform(0, 20)
+    # What varies over the backdrop is the same in each channel: gradients, grain, cloth-like mottle.
+    shade = np.linspace(-1, 1, width, dtype=np.float32)[None, :] * np.float32(rng.uniform(-20, 20))
+    shade = shade + np.linspace(-1, 1, height, dtype=np.float32)[:, None] * np.float32(rng.uniform(-20, 20))
     for blur, strength in ((rng.uniform(0.7, 2), rng.uniform(0, 4)), (rng.uniform(4, 25), rng.uniform(0, 10))):
-        texture = gaussian_filter(rng.normal(0, 1, (height, width)), blur)  # grain, then cloth-like mottle
-        backdrop = backdrop + (texture / (texture.std() + 1e-6) * strength)[..., None]
+        shade += _texture(rng, height, width, blur) * np.float32(strength)
+    backdrop = shade[..., None] + (level + tint).astype(np.float32)  # (H, W, 3)
     # The garment's colour: any hue, at least 60 levels away from the backdrop in brightness.
     colour_level = rng.uniform(0, max(level - 60, 0)) if level > 127 else rng.uniform(min(level + 60, 255), 255)
-    colour = np.clip(colour_level + rng.uniform(-60, 60, 3), 0, 255)
+    colour = np.clip(colour_level + rng.uniform(-60, 60, 3), 0, 255).astype(np.float32)
     top, left = int(rng.integers(0, height - side + 1)), int(rng.integers(0, width - side + 1))
     region = backdrop[top : top + side, left : left + side]
     backdrop[top : top + side, left : left + side] = region * (1 - t[..., None]) + colour * t[..., None]
-    backdrop += rng.normal(0, rng.uniform(0.5, 3), backdrop.shape)  # sensor noise
+    backdrop += rng.standard_normal(backdrop.shape, dtype=np.float32) * np.float32(rng.uniform(0.5, 3))  # sensor noise
     buf = io.BytesIO()
     Image.fromarray(np.clip(backdrop, 0, 255).astype(np.uint8)).save(buf, "JPEG", quality=int(rng.integers(60, 96)))
     return buf.getvalue()
 
 
-def photo_inputs(images_u8: np.ndarray, seed: int = 0) -> tuple[np.ndarray, list[dict]]:
-    """Studio photos of `images_u8`, read back through preprocessing: model inputs and evidence."""
-    from deepautodnn.data.preprocess import load_preprocessed
+def photo_inputs(images_u8: np.ndarray, seed: int = 0, threads: int | None = None) -> tuple[np.ndarray, list[dict]]:
+    """Studio photos of `images_u8`, read back through preprocessing: model inputs and evidence.
 
-    rng = np.random.default_rng(seed)
-    done = [load_preprocessed(studio_photo(a, rng), images_u8.shape[-1], name="calibration photo") for a in images_u8]
+    Rendered on `threads` threads (default: one per core); most of the work (drawing noise, filtering,
+    JPEG) runs outside the GIL. Each photo has its own generator, spawned from `seed`, so the photos
+    are the same whatever the number of threads."""
+    from deepautodnn.data.preprocess import load_preprocessed
+    from deepautodnn.utils.runtime import usable_cores
+
+    generators = [np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(len(images_u8))]
+
+    def one(i: int):
+        return load_preprocessed(
+            studio_photo(images_u8[i], generators[i]), images_u8.shape[-1], name="calibration photo"
+        )
+
+    with ThreadPoolExecutor(threads or usable_cores()) as pool:
+        done = list(pool.map(one, range(len(images_u8))))
+    if not done:
+        return np.zeros((0, *images_u8.shape[1:]), np.uint8), []
     return np.stack([p.image for p in done]), [p.evidence for p in done]
 
 
@@ -214,7 +244,8 @@ def fit_detector(
     torch_backend = make_backend(model_dir, "torch")
     rng = np.random.default_rng(seed)
     feature_idx = rng.permutation(np.asarray(train_idx))[:FEATURE_IMAGES]
-    stats = FeatureStats.fit(run_batched(torch_backend, images[feature_idx]).features, labels[feature_idx], seed=seed)
+    features = run_batched(torch_backend, images[feature_idx], reconstruction=False).features  # (N, D)
+    stats = FeatureStats.fit(features, labels[feature_idx], seed=seed)
     if half_bank:
         stats.half_bank()
 

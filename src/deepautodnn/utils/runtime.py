@@ -174,6 +174,11 @@ def keep_freed_memory() -> bool:
         return False
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (its affinity mask where the OS has one)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def select_device(name: str = "auto") -> torch.device:
     """CUDA when available for "auto", else CPU; "cpu"/"cuda" force one."""
     if name == "auto":
