@@ -13,12 +13,17 @@ per request, one test image as the body), as a user measuring the service would;
 recorded with the results. ab cannot parse JSON, so the answers are checked in two ways: ab counts a
 reply of another length than the first as failed (the same image must get the same bytes back), and
 one reply is compared with the label the same backend gives that image in-process.
+
+`--profile` (with `--ab`, one worker) also records where the server's CPU time goes during the timed
+run: its CPU seconds per request from /proc, shared out by phase (HTTP, multipart parsing, decoding
+and preprocessing, the model, unknown detection, the answer) from py-spy's samples of its threads.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import io
 import json
 import os
@@ -30,6 +35,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from pathlib import Path
 
 import numpy as np
 from _emit import emit_json
@@ -73,8 +79,9 @@ def peak_rss_mib(pid: int) -> float:
     return float("nan")
 
 
-def run_ab(port: int, png: bytes, expected: int, clients: int, requests: int, warmup: int) -> dict:
-    """ApacheBench against the running server: ab's own figures, and one reply checked by label."""
+def run_ab(port: int, png: bytes, expected: int, clients: int, requests: int, warmup: int, timed=None) -> dict:
+    """ApacheBench against the running server: ab's own figures, and one reply checked by label.
+    `timed`, if given, is a context manager entered around the timed run only (the profiler)."""
     from deepautodnn.experiments.http_load import BOUNDARY
 
     if shutil.which("ab") is None:
@@ -91,7 +98,8 @@ def run_ab(port: int, png: bytes, expected: int, clients: int, requests: int, wa
             return subprocess.run(command, capture_output=True, text=True, check=True).stdout
 
         ab(warmup)  # allocator, oneDNN kernels, first-call paths; not timed
-        report = ab(requests)
+        with timed or contextlib.nullcontext():
+            report = ab(requests)
     request = urllib.request.Request(url, data=body, headers={"Content-Type": content_type})
     answer = json.loads(urllib.request.urlopen(request, timeout=10).read())["predictions"][0]["label_index"]
 
@@ -119,6 +127,51 @@ def run_ab(port: int, png: bytes, expected: int, clients: int, requests: int, wa
     }
 
 
+# Where a server's samples go, first rule first: a stack belongs to the first phase one of whose
+# markers any of its frames holds. The outer frames (uvicorn, middleware, the route) are in every
+# stack, so only what no inner phase claims is counted as HTTP.
+SERVE_PHASES = [
+    ("model", ("backends.py", "onnxruntime", "graph.py", "torch/")),
+    ("unknown detection", ("ood.py",)),
+    ("answer: records and JSON", ("prediction_record", "predictor.py", "orjson", "render (")),
+    ("decode and preprocess", ("preprocess.py", "PIL/")),
+    ("multipart parsing", ("multipart", "formparsers")),
+    ("HTTP: uvicorn, routing, middleware", ("uvicorn", "httptools", "h11", "starlette", "fastapi", "serve/")),
+    ("event loop", ("uvloop", "asyncio", "anyio")),
+]
+
+
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time of a process and its threads so far (/proc/PID/stat)."""
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@contextlib.contextmanager
+def profiled(pid: int, into: dict, requests: int):
+    """The server's CPU time per request, and py-spy's samples of it by phase, into `into`."""
+    from _pyspy import RATE_HZ, phases, sampling
+
+    raw = Path(tempfile.mkdtemp()) / "server.raw"
+    before = cpu_seconds(pid)
+    with sampling(pid, raw):
+        yield
+    cpu = cpu_seconds(pid) - before
+    counts = phases(raw, SERVE_PHASES)
+    total = sum(counts.values())
+    into.update(
+        {
+            "tool": f"py-spy record --nonblocking --rate {RATE_HZ} (Python threads not idle)",
+            "server_cpu_ms_per_request": round(cpu / requests * 1000, 3),  # every thread, from /proc
+            "samples": total,
+            "share_of_samples": {k: round(n / total, 3) for k, n in counts.most_common()},
+            # Python threads' time by phase. Less than the CPU time above: native threads (ONNX
+            # Runtime's, OpenMP's) have no Python stack to sample, and a non-blocking sampler misses some.
+            "sampled_ms_per_request": {k: round(n / RATE_HZ / requests * 1000, 3) for k, n in counts.most_common()},
+        }
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("model_dir")
@@ -130,11 +183,16 @@ def main() -> None:
     parser.add_argument("--ab", action="store_true", help="load with ApacheBench, a new connection per request")
     parser.add_argument("--workers", type=int, default=1, help="`serve --workers` (default: 1)")
     parser.add_argument(
+        "--profile", action="store_true", help="with --ab: sample the server with py-spy, CPU per request by phase"
+    )
+    parser.add_argument(
         "--server-cpu",
         type=int,
         help="pin the server to this one core (taskset) and the load to the others: what one core serves",
     )
     args = parser.parse_args()
+    if args.profile and not (args.ab and args.workers == 1):
+        parser.error("--profile samples one server process under ab: it needs --ab and --workers 1")
     command = SERVE_COMMAND
     if args.server_cpu is not None:
         others = os.sched_getaffinity(0) - {args.server_cpu}
@@ -162,8 +220,10 @@ def main() -> None:
 
     serve_args = ["--backend", args.backend, "--workers", str(args.workers)]
     if args.ab:
+        profile: dict = {}
         with running_server(args.model_dir, *serve_args, command=command) as (server, port):
-            result = run_ab(port, pngs[0], expected[0], args.clients, args.requests, args.warmup)
+            timed = profiled(server.pid, profile, args.requests) if args.profile else None
+            result = run_ab(port, pngs[0], expected[0], args.clients, args.requests, args.warmup, timed)
             rss = peak_rss_mib(server.pid)
         emit_json(
             {
@@ -178,6 +238,7 @@ def main() -> None:
                 # Connection, receive and non-2xx failures; answers of another length are counted apart.
                 "errors": result["failed_requests"] - result["length_failures"] + result["non_2xx_responses"],
                 "server_peak_rss_mib": round(rss, 1),
+                **({"server_profile": profile} if profile else {}),
                 "targets": {"requests_per_second": 500, "p99_ms": 150, "errors": 0},
                 "machine": machine_info(),
                 **placement,

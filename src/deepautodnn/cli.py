@@ -561,6 +561,7 @@ def cmd_serve(args) -> int:
         create_app,
         is_loopback,
         slow_client_protocol,
+        use_serving_threads,
     )
 
     token = args.token or os.environ.get("DEEPAUTODNN_TOKEN") or None
@@ -578,6 +579,8 @@ def cmd_serve(args) -> int:
 
     load_config(args.model_dir)  # fail now, with a clear message, if the directory is not a model
     from deepautodnn.inference.backends import make_backend
+
+    use_serving_threads(args.workers, index=bool(args.index))  # before any backend takes its thread count
 
     # Also fails now for a missing or broken ONNX file. "auto" is resolved here, once, and every
     # worker serves what it chose: timed in several processes at once, they could choose apart.

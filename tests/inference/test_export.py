@@ -154,6 +154,10 @@ def test_without_the_reconstruction_every_other_output_is_the_same(tiny_run, tmp
         assert full.recon.shape == images.shape and lean.recon is None, name
         for field in ("proba", "logits", "features"):
             np.testing.assert_allclose(getattr(lean, field), getattr(full, field), rtol=1e-5, atol=1e-6, err_msg=name)
+    # Both ONNX sessions stop their threads spinning once a run returns (what follows a run needs the cores).
+    onnx = make_backend(model_dir, "onnx")
+    for session in (onnx.session, onnx._session_without_reconstruction()[0]):
+        assert session.get_session_options().get_session_config_entry("session.force_spinning_stop") == "1"
 
 
 def _cpu(cpu_class: str, **flags) -> dict:

@@ -239,6 +239,29 @@ def test_serve_with_two_workers_answers_correctly(tiny_run, test_images):
     assert len(loaded_in) == 2 and len(set(loaded_in)) == 2, loaded_in  # once in each worker
 
 
+@pytest.mark.parametrize(
+    ("cores", "workers", "omp", "threads"),
+    [(2, 1, None, 1), (2, 2, None, 1), (8, 1, None, 7), (8, 2, None, 3), (1, 1, None, 1), (8, 1, "2", 2)],
+)
+def test_serving_threads_leave_each_event_loop_a_core(monkeypatch, cores, workers, omp, threads):
+    import torch
+
+    import deepautodnn.utils.runtime as runtime
+    from deepautodnn.serve.app import use_serving_threads
+
+    monkeypatch.setattr(runtime, "usable_cores", lambda: cores)
+    if omp is None:
+        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    else:
+        monkeypatch.setenv("OMP_NUM_THREADS", omp)
+    before = torch.get_num_threads()
+    try:
+        assert use_serving_threads(workers) == threads
+        assert torch.get_num_threads() == threads
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_serve_refuses_zero_workers(tiny_run, capsys):
     assert cli.main(["serve", str(tiny_run[0]), "--workers", "0"]) == 2
     assert "--workers" in capsys.readouterr().err
