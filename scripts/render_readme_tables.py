@@ -117,6 +117,12 @@ CLASS_TITLES = {
 }
 
 
+def _processor(machine: dict) -> str:
+    """The processor a file was measured on, short: "Intel Xeon", "AMD EPYC"."""
+    name = re.sub(r"\((R|TM)\)|\bProcessor\b|\bCPU\b", "", machine.get("cpu", "")).split("@")[0]
+    return " ".join(name.split()) or "processor not recorded"
+
+
 def speed_markdown(result: dict) -> str:
     """`results/speed_by_cpu.json`: one row per figure, one column per CPU class, every cell from
     the results file the manifest names (with its class from that file's own machine record)."""
@@ -125,7 +131,7 @@ def speed_markdown(result: dict) -> str:
         for name in files:
             source = json.loads((ROOT / name).read_text())
             cells[kind].setdefault(recorded_cpu_class(source["machine"]), []).append(
-                f"{SPEED_ROWS[kind][1](source)} [json]({name})"
+                f"{SPEED_ROWS[kind][1](source)} ({_processor(source['machine'])}) [json]({name})"
             )
     classes = result["classes"]
     lines = [
