@@ -139,7 +139,7 @@ def train_reference_autoencoder(
     finetuned = "finetune" in stage_plan(cfg)
     done = cfg.train.ae_epochs
     # Drawn weights matter only when none are loaded below. In the preset's memory layout, as its
-    # inputs are: contiguous weights under channels_last inputs made each epoch half again as long.
+    # inputs are: contiguous weights under channels_last inputs made each epoch about twice as long.
     reference = build_model(cfg, seed=seed + 1, device=device)
     if not finetuned:
         reference.autoencoder.load_state_dict(model.autoencoder.state_dict())
