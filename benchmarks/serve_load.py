@@ -38,7 +38,7 @@ import urllib.request
 from pathlib import Path
 
 import numpy as np
-from _emit import emit_json
+from _emit import emit_json, provenance
 from PIL import Image
 
 from deepautodnn import load_fashion_mnist  # noqa: E402
@@ -229,6 +229,7 @@ def main() -> None:
             {
                 "benchmark": "serve_load",
                 "command": "python " + " ".join(sys.argv),
+                "commit": provenance()["commit"],
                 "load": "ApacheBench, a new connection per request",
                 "backend": args.backend,
                 "backend_used": reference.name,
@@ -265,6 +266,7 @@ def main() -> None:
         {
             "benchmark": "serve_load",
             "command": "python " + " ".join(sys.argv),
+            "commit": provenance()["commit"],
             "backend": args.backend,
             "backend_used": reference.name,
             "workers": args.workers,
