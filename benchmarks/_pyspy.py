@@ -7,6 +7,7 @@ import contextlib
 import shutil
 import signal
 import subprocess
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -15,27 +16,45 @@ RATE_HZ = 500
 
 @contextlib.contextmanager
 def sampling(pid: int, out: Path):
-    """py-spy samples `pid`'s threads (those not idle) into `out`, collapsed stacks, until the block
-    ends. Non-blocking: the process is never paused, so the load it serves is not slowed."""
+    """py-spy samples `pid`'s threads (those it judges active) into `out`, collapsed stacks, until the
+    block ends. Non-blocking: the process is never paused, so the load it serves is not slowed."""
     if shutil.which("py-spy") is None:
         raise SystemExit("--profile needs py-spy: pip install py-spy")
     command = ["py-spy", "record", "--pid", str(pid), "--rate", str(RATE_HZ), "--nonblocking"]
-    spy = subprocess.Popen([*command, "--format", "raw", "--output", str(out)], stdout=subprocess.DEVNULL)
+    spy = subprocess.Popen(
+        [*command, "--format", "raw", "--output", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    time.sleep(0.5)
+    if spy.poll() is not None:  # it could not attach (not root, ptrace_scope, another platform)
+        raise SystemExit(f"py-spy could not sample process {pid}: {spy.stderr.read().decode().strip()}")
     try:
         yield
     finally:
         spy.send_signal(signal.SIGINT)  # py-spy writes what it has and exits
-        spy.wait(timeout=60)
+        try:
+            spy.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            spy.kill()
+    if not out.exists():
+        raise SystemExit(f"py-spy wrote no samples of process {pid}: {spy.stderr.read().decode().strip()}")
 
 
 def phases(raw: Path, rules: list[tuple[str, tuple[str, ...]]]) -> Counter:
-    """Samples per phase. Each stack goes to the first rule, in order, one of whose markers occurs in
-    any of its frames (a frame reads `function (file:line)`); stacks no rule claims are "other"."""
+    """Samples per phase. A stack (frames `function (file:line)`, outermost first) goes to the phase
+    of its innermost frame that holds one of a rule's markers (the first such rule, in order); a
+    stack no rule claims is "other"."""
     counts: Counter = Counter()
     for line in raw.read_text().splitlines():
         stack, _, n = line.rpartition(" ")
         if not stack or not n.isdigit():
             continue
-        phase = next((name for name, markers in rules if any(m in stack for m in markers)), "other")
-        counts[phase] += int(n)
+        counts[_phase(stack.split(";"), rules)] += int(n)
     return counts
+
+
+def _phase(frames: list[str], rules: list[tuple[str, tuple[str, ...]]]) -> str:
+    for frame in reversed(frames):
+        for name, markers in rules:
+            if any(m in frame for m in markers):
+                return name
+    return "other"

@@ -71,3 +71,15 @@ def search_catalogue(tmp_path_factory, test_images):
     embed_catalogue("fashion-mnist", [root / "shop"], vectors, workers=0, progress=False)
     build_catalogue_index(vectors, index)
     return root / "shop", vectors, index
+
+
+@pytest.fixture(autouse=True)
+def _torch_threads_restored():
+    """`serve` sets this process's compute threads (see serve.app.use_serving_threads); tests that run
+    it in-process must not leave the rest of the suite on fewer threads."""
+    import torch
+
+    before = torch.get_num_threads()
+    yield
+    if torch.get_num_threads() != before:
+        torch.set_num_threads(before)

@@ -241,7 +241,19 @@ def test_serve_with_two_workers_answers_correctly(tiny_run, test_images):
 
 @pytest.mark.parametrize(
     ("cores", "workers", "omp", "threads"),
-    [(2, 1, None, 1), (2, 2, None, 1), (8, 1, None, 7), (8, 2, None, 3), (1, 1, None, 1), (8, 1, "2", 2)],
+    [
+        (2, 1, None, 1),
+        (2, 2, None, 1),
+        (8, 1, None, 7),
+        (8, 2, None, 3),
+        (1, 1, None, 1),
+        (8, 1, "2", 2),  # set by hand: kept, in each worker
+        (8, 2, "2", 2),
+        (8, 1, "4,2", 4),  # nested levels: the first
+        (8, 1, "0", 7),  # not a thread count: ours
+        (8, 1, "abc", 7),
+        (8, 1, "²", 7),
+    ],
 )
 def test_serving_threads_leave_each_event_loop_a_core(monkeypatch, cores, workers, omp, threads):
     import torch
@@ -268,19 +280,25 @@ def test_serve_refuses_zero_workers(tiny_run, capsys):
 
 
 def test_serve_options_reach_uvicorn(tiny_run, monkeypatch, capsys):
-    """--drain-seconds and --access-log, as uvicorn and the app get them."""
+    """--drain-seconds and --access-log, as uvicorn and the app get them; and the compute threads
+    set before the server starts (one core left to the event loop)."""
+    import torch
     import uvicorn
 
+    from deepautodnn.utils.runtime import usable_cores
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     calls = []
-    monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: calls.append((app, kwargs)))
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: calls.append((app, kwargs, torch.get_num_threads())))
     sigterm = signal.getsignal(signal.SIGTERM)
     for access_log in ("text", "json", "off"):
         assert cli.main(["serve", str(tiny_run[0]), "--access-log", access_log, "--drain-seconds", "5"]) == 0
     assert signal.getsignal(signal.SIGTERM) is sigterm  # serve's own handler is gone once it has returned
-    assert [kwargs["timeout_graceful_shutdown"] for _, kwargs in calls] == [5, 5, 5]
-    assert [kwargs["access_log"] for _, kwargs in calls] == [True, False, False]  # uvicorn's text log
+    assert [kwargs["timeout_graceful_shutdown"] for _, kwargs, _ in calls] == [5, 5, 5]
+    assert [kwargs["access_log"] for _, kwargs, _ in calls] == [True, False, False]  # uvicorn's text log
+    assert {threads for *_, threads in calls} == {max(1, usable_cores() - 1)}
     json_lines = []
-    for app, _ in calls:
+    for app, _, _ in calls:
         capsys.readouterr()
         TestClient(app).get("/livez")  # no lifespan: the model is not needed for /livez
         json_lines.append(capsys.readouterr().out.count('"path": "/livez"'))

@@ -395,15 +395,17 @@ def use_serving_threads(workers: int, index: bool = False) -> int:
     FAISS's with an `index`) and return them: the cores shared out among `workers` processes, less
     one for each process's event loop, which parses the requests and preprocesses their images while
     the model runs. Every core's worth in each process would oversubscribe them: one worker on 2
-    cores answered 471 requests/s under `ab -c 32` with two compute threads and 512 with one. An
-    OMP_NUM_THREADS set by hand is kept."""
+    cores answered more requests/s under `ab -c 32` with one compute thread than with two
+    (results/serve_profile_steps_avx512-bf16_cpu.json). A positive OMP_NUM_THREADS set by hand is
+    kept, in each process (its first level, where it lists several)."""
     import os
 
     import torch
 
     from deepautodnn.utils.runtime import usable_cores
 
-    threads = int(os.environ["OMP_NUM_THREADS"]) if os.environ.get("OMP_NUM_THREADS", "").isdigit() else 0
+    given = os.environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()
+    threads = int(given) if given.isascii() and given.isdigit() else 0
     threads = threads or max(1, usable_cores() // workers - 1)
     torch.set_num_threads(threads)
     if index:
