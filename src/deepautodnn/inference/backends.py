@@ -98,7 +98,7 @@ class OnnxBackend:
         options.intra_op_num_threads = self.threads
         # ORT's threads spin after a run, waiting for the next one: what follows a run here (the
         # unknown-input detector's arithmetic in torch, the HTTP answer) then fights them for the
-        # cores, and a service's predict took 2.3x as long. They spin during a run only.
+        # cores. They spin during a run only (benchmarks/ort_spinning.py measures the trade).
         options.add_session_config_entry("session.force_spinning_stop", "1")
         return ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
 
