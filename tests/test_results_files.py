@@ -82,3 +82,10 @@ def test_links_to_results_files_resolve(page):
     base = ROOT if page == "README.md" else ROOT / "docs"
     for target in re.findall(r"\]\(((?:results|\.\./results)/[^)#\s]+)", text):
         assert (base / target).exists(), f"{page}: link to {target} is broken"
+
+
+def test_speed_cells_name_the_processor_short():
+    assert render_readme_tables._processor({"cpu": "Intel(R) Xeon(R) Processor"}) == "Intel Xeon"
+    assert render_readme_tables._processor({"cpu": "AMD EPYC"}) == "AMD EPYC"
+    assert render_readme_tables._processor({"cpu": "Intel(R) Core(TM) i7-8550U CPU @ 1.80GHz"}) == "Intel Core i7-8550U"
+    assert render_readme_tables._processor({}) == "processor not recorded"

@@ -33,3 +33,8 @@ def test_photos_depend_on_the_seed_not_on_the_threads():
     assert one.shape == (6, 28, 28) and one.dtype == np.uint8 and len(evidence) == 6
     np.testing.assert_array_equal(one, two)
     assert not np.array_equal(one, other)
+
+
+def test_no_photos_is_an_empty_batch_of_the_model_size():
+    images, evidence = photo_inputs(np.zeros((0, 28, 28), np.uint8))
+    assert images.shape == (0, 28, 28) and images.dtype == np.uint8 and evidence == []
