@@ -56,7 +56,8 @@ def _texture(rng: np.random.Generator, height: int, width: int, blur: float) -> 
     from scipy.ndimage import gaussian_filter
 
     step = max(1, int(blur // 2))
-    # On a coarser grid, a row and a column more than the photo needs, so the resized field has edges.
+    # The coarse grid covers the photo with a row and a column to spare and is resized onto it, which
+    # shortens the correlation length by about step/size: a few per cent at most.
     grid = (height, width) if step == 1 else (-(-height // step) + 1, -(-width // step) + 1)
     texture = gaussian_filter(rng.standard_normal(grid, dtype=np.float32), blur / step)
     if step > 1:
