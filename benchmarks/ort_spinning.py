@@ -27,6 +27,7 @@ from PIL import Image
 
 from deepautodnn import load_fashion_mnist
 from deepautodnn.data.preprocess import load_preprocessed
+from deepautodnn.inference.backends import OnnxBackend
 from deepautodnn.utils.runtime import machine_info
 
 SETTINGS = {  # name: session config entries
@@ -34,22 +35,6 @@ SETTINGS = {  # name: session config entries
     "spinning stopped when a run returns (used)": {"session.force_spinning_stop": "1"},
     "no spinning": {"session.intra_op.allow_spinning": "0"},
 }
-
-
-def with_session_config(entries: dict[str, str]):
-    """Make OnnxBackend's sessions with these config entries instead of its own."""
-    import onnxruntime as ort
-
-    from deepautodnn.inference import backends
-
-    def session(self, graph: bytes):
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = self.threads
-        for key, value in entries.items():
-            options.add_session_config_entry(key, value)
-        return ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
-
-    backends.OnnxBackend._session = session
 
 
 def measure(model_dir: str, backend: str, images: np.ndarray, calls: int) -> dict:
@@ -104,7 +89,7 @@ def main() -> None:
     images, _ = load_fashion_mnist("test")
     results = {}
     for name, entries in SETTINGS.items():
-        with_session_config(entries)
+        OnnxBackend.SESSION_CONFIG = entries  # the sessions made from here on take these instead
         results[name] = {"session_config": entries, **measure(args.model_dir, args.backend, images[:64], args.calls)}
     emit_json(
         {"benchmark": "ort_spinning", **provenance(), "seeds": [0], "settings": results, "machine": machine_info()},

@@ -68,6 +68,11 @@ class TorchBackend:
 class OnnxBackend:
     """ONNX Runtime on the CPU, from an exported float32 or int8 file."""
 
+    # ORT's threads spin after a run, waiting for the next one: what follows a run here (the
+    # unknown-input detector's arithmetic in torch, the HTTP answer) then fights them for the
+    # cores. They spin during a run only (benchmarks/ort_spinning.py measures the trade).
+    SESSION_CONFIG = {"session.force_spinning_stop": "1"}
+
     def __init__(self, onnx_path: str | Path, name: str = "onnx", threads: int | None = None):
         try:
             import onnxruntime  # noqa: F401  (here, so that a missing extra is named before anything else)
@@ -96,10 +101,8 @@ class OnnxBackend:
 
         options = ort.SessionOptions()
         options.intra_op_num_threads = self.threads
-        # ORT's threads spin after a run, waiting for the next one: what follows a run here (the
-        # unknown-input detector's arithmetic in torch, the HTTP answer) then fights them for the
-        # cores. They spin during a run only (benchmarks/ort_spinning.py measures the trade).
-        options.add_session_config_entry("session.force_spinning_stop", "1")
+        for key, value in self.SESSION_CONFIG.items():
+            options.add_session_config_entry(key, value)
         return ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
 
     def _session_without_reconstruction(self):
