@@ -14,9 +14,9 @@ recorded with the results. ab cannot parse JSON, so the answers are checked in t
 reply of another length than the first as failed (the same image must get the same bytes back), and
 one reply is compared with the label the same backend gives that image in-process.
 
-`--profile` (with `--ab`, one worker) also records where the server's CPU time goes during the timed
-run: its CPU seconds per request from /proc, shared out by phase (HTTP, multipart parsing, decoding
-and preprocessing, the model, unknown detection, the answer) from py-spy's samples of its threads.
+`--profile` (with `--ab`, one worker) also records, during the timed run, the server's CPU seconds
+per request from /proc, and py-spy's samples of its active Python threads by phase (HTTP, multipart
+parsing, decoding and preprocessing, the model, unknown detection, the answer).
 """
 
 from __future__ import annotations

@@ -135,12 +135,6 @@ def process_alive(pid: int) -> bool:
     return state not in ("Z", "X")
 
 
-def default_workers() -> int:
-    from deepautodnn.utils.runtime import usable_cores
-
-    return usable_cores()
-
-
 def load_runner(model, backend: str = "auto", echo: Callable[[str], None] | None = None):
     """(backend, unknown detector or None, class names, input size) for a model directory or name."""
     from deepautodnn.inference.backends import make_backend
@@ -210,7 +204,9 @@ def classify_catalogue(
 
 
 def check_workers(workers: int | None) -> int:
-    workers = default_workers() if workers is None else workers
+    from deepautodnn.utils.runtime import usable_cores  # here: it imports torch, which decoding workers need not
+
+    workers = usable_cores() if workers is None else workers
     if workers < 0:
         raise ValueError("--workers must be >= 0")
     return workers
@@ -274,7 +270,9 @@ def _share_cores(workers: int) -> None:
     """With decoding workers on every core, the model's own threads would only contend with them."""
     import torch
 
-    cores = default_workers()
+    from deepautodnn.utils.runtime import usable_cores
+
+    cores = usable_cores()
     torch.set_num_threads(max(1, cores - workers) if workers else cores)
 
 
